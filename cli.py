@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Quantum Trader staging harness — command line.
+
+Each command parses its options and calls one public function of ``harness``. Heavy imports
+happen inside the commands so ``python cli.py --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class HarnessGroup(click.Group):
+    """Turns the harness's errors into one line on stderr and the documented exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        from harness.errors import HarnessError, UserError
+
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except HarnessError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_FAIL)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug: say so in one line, keep the traceback for QT_DEBUG=1
+            if os.environ.get("QT_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (set QT_DEBUG=1 for the traceback)", err=True)
+            ctx.exit(EXIT_FAIL)
+
+
+class Workspace:
+    """Where this invocation reads and writes: datasets, reports, config file."""
+
+    def __init__(self, datasets_dir: str, reports_dir: str, config: str | None):
+        self.datasets = Path(datasets_dir)
+        self.reports = Path(reports_dir)
+        self.config = config
+
+    def store(self):
+        from harness.datasets import Store
+
+        return Store(self.datasets)
+
+    def journal(self):
+        from harness.journal import Journal
+
+        return Journal(self.reports)
+
+    def load_config(self, profile=None, overrides=(), values=None):
+        from harness.config import load_config
+
+        return load_config(self.config, profile=profile, overrides=tuple(overrides), values=values)
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def parse_params(items: tuple[str, ...]) -> dict:
+    """``--param k=v`` pairs; values read as TOML scalars (numbers, booleans, strings)."""
+    from harness.config import _parse_scalar
+    from harness.errors import StrategyError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise StrategyError(f"--param {item!r} is malformed: use name=value, e.g. --param fast=10")
+        out[key.strip()] = _parse_scalar(value.strip())
+    return out
+
+
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--datasets-dir", envvar="QT_DATASETS_DIR", default="datasets", show_default=True,
+              help="Recorded market data (env QT_DATASETS_DIR).")
+@click.option("--reports-dir", envvar="QT_REPORTS_DIR", default="reports", show_default=True,
+              help="Run journals and reports (env QT_REPORTS_DIR).")
+@click.option("--config", "config_path", envvar="QT_CONFIG", default=None,
+              help="TOML config file (env QT_CONFIG; default config/config.toml).")
+@click.pass_context
+def cli(ctx: click.Context, datasets_dir: str, reports_dir: str, config_path: str | None) -> None:
+    """Quantum Trader staging harness: replay market data through strategies and risk limits,
+    trade the Binance spot testnet, and gate promotion on the evidence."""
+    ctx.obj = Workspace(datasets_dir, reports_dir, config_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@cli.group(cls=HarnessGroup)
+def data() -> None:
+    """Recorded market data: synthesise, import, fetch, record, list, check."""
+
+
+@data.command("synth")
+@click.option("--symbols", default="BTC/USDT", show_default=True, help="Comma-separated symbols.")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--timeframe", default="1m", show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--scenario", type=click.Choice(["calm", "trend", "crash", "halt"]), default="calm", show_default=True)
+@click.option("--end", default=None, help="Close time of the last bar (ISO-8601, default: today 00:00 UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def data_synth(ws: Workspace, symbols, days, timeframe, seed, scenario, end, as_json) -> None:
+    """Generate seeded, realistic synthetic bars under exchange=synthetic."""
+    from harness.model import parse_symbols, parse_time
+    from harness.sources.synthetic import synth_to_store
+
+    results = synth_to_store(ws.store(), parse_symbols(symbols), days=days, timeframe=timeframe, seed=seed,
+                             scenario=scenario, end=None if end is None else parse_time(end))
+    if as_json:
+        emit_json(results)
+    else:
+        for r in results:
+            click.echo(f"synthetic {r['symbol']} {r['timeframe']} {r['scenario']}: {r['bars']:,} bars "
+                       f"{r['first']} .. {r['last']} ({r['added']:,} new)")
+
+
+@data.command("import")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--exchange", default="binance", show_default=True, help="Exchange id to store the bars under.")
+@click.option("--symbol", default=None, help="Symbol, when the file name does not say it.")
+@click.option("--timeframe", default=None, help="Expected timeframe (checked against the data's spacing).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def data_import(ws: Workspace, paths, exchange, symbol, timeframe, as_json) -> None:
+    """Import Binance public-data kline CSV/ZIP, freqtrade feather/json, or OHLCV Parquet/CSV files."""
+    from harness.sources.binance_files import import_paths
+
+    results = import_paths(ws.store(), list(paths), exchange=exchange, symbol=symbol, timeframe=timeframe)
+    if as_json:
+        emit_json(results)
+    else:
+        for r in results:
+            click.echo(f"imported {r['path']}: {r['symbol']} {r['timeframe']} {r['bars']:,} bars "
+                       f"{r['first']} .. {r['last']} ({r['added']:,} new, {r['unchanged']:,} already stored)")
+
+
+@data.command("fetch")
+@click.option("--symbols", required=True, help="Comma-separated symbols.")
+@click.option("--days", type=click.IntRange(min=1), required=True)
+@click.option("--timeframe", default="1m", show_default=True)
+@click.option("--exchange", default="binance", show_default=True)
+@click.option("--end", default=None, help="End of the window (ISO-8601, default: now).")
+@click.option("--exchange-url", default=None, help="Fetch from a loopback paper exchange instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def data_fetch(ws: Workspace, symbols, days, timeframe, exchange, end, exchange_url, as_json) -> None:
+    """Fetch history through ccxt (resumes from the last stored bar; stores market rules)."""
+    from harness.model import parse_symbols, parse_time
+    from harness.sources.ccxt_history import fetch_to_store
+
+    results = fetch_to_store(ws.store(), ws.load_config(), parse_symbols(symbols), days=days, timeframe=timeframe,
+                             exchange=exchange, end=None if end is None else parse_time(end), url=exchange_url)
+    if as_json:
+        emit_json(results)
+    else:
+        for r in results:
+            click.echo(f"fetched {r['symbol']} {r['timeframe']}: {r['added']:,} new bars, "
+                       f"stored {r['first']} .. {r['last']}")
+
+
+@data.command("list")
+@click.option("--exchange", default=None, help="Only this exchange id.")
+@click.option("--symbols", default=None, help="Only these symbols.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def data_list(ws: Workspace, exchange, symbols, as_json) -> None:
+    """What is recorded: symbol, timeframe, first, last, bars, gaps."""
+    from harness.model import parse_symbols
+
+    infos = [i.to_dict() for i in ws.store().list(exchange, None if symbols is None else parse_symbols(symbols))]
+    if as_json:
+        emit_json(infos)
+        return
+    if not infos:
+        click.echo(f"nothing recorded under {ws.datasets}/ — try: python cli.py data synth --days 30")
+        return
+    click.echo(f"{'exchange':<10} {'symbol':<10} {'tf':<4} {'first':<21} {'last':<21} {'bars':>9} {'gaps':>5} {'missing':>8}")
+    for i in infos:
+        click.echo(f"{i['exchange']:<10} {i['symbol']:<10} {i['timeframe']:<4} {i['first']:<21} {i['last']:<21} "
+                   f"{i['bars']:>9,} {i['gaps']:>5} {i['missing_bars']:>8,}")
+
+
+@data.command("check")
+@click.option("--exchange", default=None, help="Only this exchange id.")
+@click.option("--symbols", default=None, help="Only these symbols.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def data_check(ws: Workspace, exchange, symbols, as_json) -> None:
+    """Quality check: gaps, duplicates, OHLC inconsistencies, non-positive prices, flat runs.
+
+    Exits 1 when a series has an issue."""
+    from harness.errors import DatasetError
+    from harness.model import parse_symbols
+
+    store = ws.store()
+    wanted = None if symbols is None else set(parse_symbols(symbols))
+    series = [s for s in store.series() if (exchange is None or s[0] == exchange) and (wanted is None or s[1] in wanted)]
+    if not series:
+        raise DatasetError(f"nothing recorded under {ws.datasets}/ matches; see python cli.py data list")
+    reports = [store.check(*s) for s in series]
+    if as_json:
+        emit_json(reports)
+    else:
+        for r in reports:
+            verdict = "ok" if r["ok"] else "; ".join(r["issues"])
+            click.echo(f"{r['exchange']} {r['symbol']} {r['timeframe']}: {r['bars']:,} bars — {verdict}")
+            for a, b in r["gap_spans"][:10]:
+                click.echo(f"    gap {a} .. {b}")
+    if not all(r["ok"] for r in reports):
+        sys.exit(EXIT_FAIL)
+
+
+if __name__ == "__main__":
+    cli()
