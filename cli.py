@@ -226,5 +226,210 @@ def data_check(ws: Workspace, exchange, symbols, as_json) -> None:
         sys.exit(EXIT_FAIL)
 
 
+# ---------------------------------------------------------------------------------------------
+# replay, runs, sql
+
+
+def strategy_options(fn):
+    """Options shared by ``replay`` and ``live``: what to trade and how it is configured."""
+    options = [
+        click.option("--symbols", default=None, help="Comma-separated symbols (default: run.symbols)."),
+        click.option("--timeframe", default=None, help="Bar size, e.g. 1m, 15m, 1h (default: run.timeframe)."),
+        click.option("--strategy", default=None, help="Shipped name or path/to/file.py:Class (default: run.strategy)."),
+        click.option("--param", "params", multiple=True, metavar="K=V", help="Strategy parameter (repeatable)."),
+        click.option("--cash", type=float, default=None, help="Starting cash in the quote asset (default: run.cash)."),
+        click.option("--profile", default=None, help="Config profile, e.g. staging."),
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override any config key for this run (repeatable)."),
+        click.option("--gates", "gates_path", default=None, help="Gates file (default config/gates.toml)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def run_config(ws: Workspace, symbols, timeframe, strategy, params, cash, profile, overrides):
+    values = {}
+    if symbols:
+        from harness.model import parse_symbols
+
+        values["run.symbols"] = parse_symbols(symbols)
+    if timeframe:
+        values["run.timeframe"] = timeframe
+    if strategy:
+        values["run.strategy"] = strategy
+    if cash is not None:
+        values["run.cash"] = cash
+    config = ws.load_config(profile=profile, overrides=overrides, values=values)
+    if params:
+        merged = {**config.strategy.params, **parse_params(params)}
+        config = config.replace(strategy=type(config.strategy)(params=merged))
+    return config
+
+
+def print_summary(summary: dict) -> None:
+    s = summary
+    head = f"{s['mode']} {s['run_id']}  {s['strategy']} {s['params']}"
+    click.echo(head)
+    synthetic = "  [SYNTHETIC DATA]" if s.get("synthetic") else ""
+    click.echo(f"  window   {s['start']} .. {s['end']}  {', '.join(s['symbols'])} {s['timeframe']}  "
+               f"{s['bars']:,} bars from exchange={s['exchange']}{synthetic}")
+    click.echo(f"  orders   {s['orders']:,}   fills {s['fills']:,}   trades {s['trades']:,}"
+               f"   fees {s['fees']:,.2f}")
+    sharpe = "n/a" if s.get("sharpe") is None else f"{s['sharpe']:.2f}"
+    click.echo(f"  equity   {s['final_equity']:,.2f}  return {s['return_pct']:+.2f}%  "
+               f"max drawdown {s['max_drawdown_pct']:.2f}%  sharpe {sharpe}")
+    if s.get("risk_denials"):
+        by = ", ".join(f"{k} {v}" for k, v in s["risk_denials_by_limit"].items())
+        click.echo(f"  risk     {s['risk_denials']} denials ({by})")
+    if s.get("kill_switch"):
+        click.echo("  risk     KILL SWITCH fired: positions flattened, run halted")
+    if s.get("verdict"):
+        click.echo(f"  verdict  {s['verdict']}   (python cli.py gate {s['run_id']})")
+    if s.get("report"):
+        click.echo(f"  report   {s['report']}")
+    if s.get("bars_per_s"):
+        click.echo(f"  speed    {s['bars_per_s']:,} bars/s ({s['elapsed_s']:.2f} s)")
+
+
+class Progress:
+    """A progress bar on stderr, shown once a run has taken more than two seconds (TTY only)."""
+
+    def __init__(self, label: str, enabled: bool):
+        import time
+
+        self.label, self.enabled, self.started, self.shown = label, enabled, time.monotonic(), False
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        elapsed = time.monotonic() - self.started
+        if not self.enabled or elapsed < 2.0:
+            return
+        self.shown = True
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        rate = done / elapsed if elapsed else 0
+        click.echo(f"\r{self.label} [{bar:<30}] {frac:6.1%} {done:,}/{total:,} bars {rate:,.0f} bars/s",
+                   err=True, nl=False)
+
+    def close(self) -> None:
+        if self.shown:
+            click.echo("", err=True)
+
+
+@cli.command()
+@click.option("--days", type=float, required=True, help="Length of the window in days.")
+@click.option("--end", default=None, help="End of the window (ISO-8601; default: the last bar recorded).")
+@strategy_options
+@click.option("--speed", type=float, default=None,
+              help="Paced replay through the live code path at N x real time (mode 'paced').")
+@click.option("--no-report", is_flag=True, help="Skip the HTML report (the verdict is still computed).")
+@click.pass_obj
+def replay(ws: Workspace, days, end, symbols, timeframe, strategy, params, cash, profile, overrides,
+           gates_path, as_json, speed, no_report) -> None:
+    """Replay recorded bars through a strategy, the risk guard and the paper broker into the journal."""
+    from harness.model import parse_time
+
+    config = run_config(ws, symbols, timeframe, strategy, params, cash, profile, overrides)
+    end_ms = None if end is None else parse_time(end)
+    progress = Progress("replay", sys.stderr.isatty())
+    if speed is not None:
+        from harness.paced import paced_replay
+
+        result = paced_replay(config, ws.store(), ws.journal(), days=days, end=end_ms, speed=speed,
+                              report=not no_report, gates_path=gates_path)
+    else:
+        from harness.engine import replay as run_replay
+
+        result = run_replay(config, ws.store(), ws.journal(), days=days, end=end_ms, progress=progress,
+                            report=not no_report, gates_path=gates_path)
+    progress.close()
+    if as_json:
+        emit_json(result.summary)
+    else:
+        print_summary(result.summary)
+    if result.summary.get("status") == "failed":
+        sys.exit(EXIT_FAIL)
+
+
+@cli.group(cls=HarnessGroup, invoke_without_command=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def runs(ctx: click.Context, limit, as_json) -> None:
+    """List runs with their status and verdict (newest first); `runs show RUN_ID` for one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = ctx.obj.journal().list_runs(limit)
+    if as_json:
+        emit_json([_run_brief(r) for r in rows])
+        return
+    if not rows:
+        click.echo(f"no runs in {ctx.obj.reports}/ yet — try: python cli.py replay --days 7")
+        return
+    click.echo(f"{'run_id':<44} {'mode':<12} {'strategy':<16} {'symbols':<18} {'status':<10} "
+               f"{'return %':>9} {'verdict':<7}")
+    for r in rows:
+        b = _run_brief(r)
+        ret = "" if b["return_pct"] is None else f"{b['return_pct']:+.2f}"
+        click.echo(f"{b['run_id']:<44} {b['mode']:<12} {b['strategy']:<16} {b['symbols']:<18} {b['status']:<10} "
+                   f"{ret:>9} {b['verdict'] or '':<7}")
+
+
+def _run_brief(r: dict) -> dict:
+    return {"run_id": r["run_id"], "mode": r["mode"], "strategy": r["strategy"], "symbols": r["symbols"],
+            "timeframe": r["timeframe"], "start": str(r["start"]), "end": str(r["end"]), "status": r["status"],
+            "final_equity": r["final_equity"], "return_pct": r["return_pct"], "verdict": r["verdict"],
+            "synthetic": r["synthetic"], "started_at": str(r["started_at"])}
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def runs_show(ws: Workspace, run_id, as_json) -> None:
+    """One run: its record, counts, risk denials and kill switches."""
+    from harness.runs import describe_run
+
+    info = describe_run(ws.journal(), run_id)
+    if as_json:
+        emit_json(info)
+        return
+    for key, value in info.items():
+        if isinstance(value, dict | list):
+            value = json.dumps(value, default=str)
+        click.echo(f"{key:<18} {value}")
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON document.")
+@click.option("--limit", type=int, default=200, show_default=True, help="Rows printed in table form.")
+@click.pass_obj
+def sql(ws: Workspace, query, as_json, limit) -> None:
+    """DuckDB SQL over the journal (runs, orders, fills, trades, equity, events, signals) and `bars`."""
+    from harness.runs import run_sql
+
+    columns, rows = run_sql(ws.journal(), ws.datasets, query)
+    if as_json:
+        emit_json([dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    widths = [max(len(str(c)), *(len(_cell(r[i])) for r in rows[:limit])) if rows else len(str(c))
+              for i, c in enumerate(columns)]
+    click.echo("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows[:limit]:
+        click.echo("  ".join(_cell(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+    if len(rows) > limit:
+        click.echo(f"... {len(rows) - limit:,} more rows (use --limit or --json)")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return "" if value is None else str(value)
+
+
 if __name__ == "__main__":
     cli()

@@ -307,8 +307,8 @@ class Journal:
             out = {}
             for name, schema in SCHEMAS.items():
                 cols = ", ".join(f'"{f.name}"' for f in schema)
-                table = c.execute(f'SELECT {cols} FROM "{name}" WHERE run_id = ? ORDER BY {order[name]}',
-                                  [run_id]).fetch_arrow_table()
+                table = arrow_table(c, f'SELECT {cols} FROM "{name}" WHERE run_id = ? ORDER BY {order[name]}',
+                                    [run_id])
                 out[name] = table.cast(schema)
             return out
         if con is not None:
@@ -319,7 +319,8 @@ class Journal:
     def run_row(self, run_id: str, con=None) -> dict[str, Any]:
         def work(c):
             cur = c.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
-            row = cur.fetchone()
+            found = cur.fetchall()
+            row = found[0] if found else None
             if row is None:
                 matches = c.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY run_id",
                                     [f"%{run_id}%"]).fetchall()
@@ -354,6 +355,13 @@ class Journal:
             cur = con.execute(sql)
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def arrow_table(con, query: str, params: list | None = None) -> pa.Table:
+    """A query's result as an Arrow table (DuckDB 2 ``to_arrow_table``, DuckDB 1 ``arrow``)."""
+    relation = con.sql(query, params=params)
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
 
 
 def _to_pandas(table: pa.Table):

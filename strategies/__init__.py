@@ -1,0 +1,1 @@
+"""Shipped strategies (their names and parameters are part of the CLI contract, DESIGN 3.10)."""

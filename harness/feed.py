@@ -1,0 +1,120 @@
+"""backtrader data feeds fed from the dataset store.
+
+- :class:`ReplayFeed` fills backtrader's line buffers from numpy arrays in one copy per line
+  (backtrader's own ``PandasData`` reads row by row and spends most of a run loading), and
+  advances without the tick bookkeeping a plain bar replay does not need.
+- Bars carry their **close** time as backtrader's datetime: a strategy's ``next()`` for a bar
+  runs when that bar has closed, and an order it sends is stamped with that moment, which is
+  also the open time of the bar it can first fill on.
+- :func:`forbid_lookahead` swaps the line buffers a strategy reads for ones that raise
+  :class:`LookAheadError` on a positive index (``close[1]``): with preloaded data the future
+  is in memory, and reading it must be caught, not silently allowed.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import backtrader as bt
+import numpy as np
+from backtrader.linebuffer import LineBuffer
+
+from harness.datasets import Bars
+from harness.errors import HarnessError
+from harness.model import timeframe_ms
+
+EPOCH_ORDINAL = 719163.0        # backtrader's date number of 1970-01-01T00:00Z
+MS_PER_DAY = 86_400_000.0
+
+
+class LookAheadError(HarnessError):
+    """A strategy read a bar (or indicator value) that had not closed yet."""
+
+
+def ms_to_num(ms: np.ndarray | int) -> np.ndarray | float:
+    """Milliseconds since the epoch → backtrader date numbers (float days)."""
+    return EPOCH_ORDINAL + np.asarray(ms, dtype=np.float64) / MS_PER_DAY
+
+
+def num_to_ms(num: float) -> int:
+    """backtrader date number → milliseconds since the epoch (exact to the ms)."""
+    return int(round((num - EPOCH_ORDINAL) * MS_PER_DAY))
+
+
+def _bt_timeframe(tf_ms: int) -> tuple[int, int]:
+    if tf_ms % 86_400_000 == 0:
+        return bt.TimeFrame.Days, tf_ms // 86_400_000
+    if tf_ms % 60_000 == 0:
+        return bt.TimeFrame.Minutes, tf_ms // 60_000
+    return bt.TimeFrame.Seconds, max(tf_ms // 1000, 1)
+
+
+class ReplayFeed(bt.feed.DataBase):
+    """A preloaded feed over one symbol's bars (runonce path)."""
+
+    lines = ()
+
+    def __init__(self, bars: Bars):
+        super().__init__()
+        self.symbol = bars.symbol
+        self.tf_ms = timeframe_ms(bars.timeframe)
+        self._name = bars.symbol
+        self._timeframe, self._compression = _bt_timeframe(self.tf_ms)
+        self._bars = bars
+        self._dtnum: array | None = None
+
+    def preload(self) -> None:
+        bars = self._bars
+        columns = {
+            "datetime": ms_to_num(bars.ts + self.tf_ms),   # close time (see module docstring)
+            "open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close,
+            "volume": bars.volume, "openinterest": np.zeros(len(bars)),
+        }
+        for name, values in columns.items():
+            line = getattr(self.lines, name)
+            line.array = array("d", np.ascontiguousarray(values, dtype=np.float64).tobytes())
+        self._dtnum = self.lines.datetime.array
+        self.home()
+
+    def _load(self) -> bool:
+        return False
+
+    def advance_peek(self) -> float:
+        nxt = self.lines.datetime._idx + 1
+        arr = self._dtnum
+        return arr[nxt] if arr is not None and nxt < len(arr) else float("inf")
+
+    def advance(self, size: int = 1, datamaster=None, ticks: bool = True) -> None:
+        for line in self.lines:        # plain LineBuffers in unbounded mode: no QBuffer logic
+            line._idx += size
+            line.lencount += size
+
+    def bar_open_ms(self) -> int:
+        """Open time of the current bar."""
+        return num_to_ms(self._dtnum[self.lines.datetime._idx]) - self.tf_ms
+
+
+class _NoPeekBuffer(LineBuffer):
+    """A line buffer that refuses to show values from the future."""
+
+    def __getitem__(self, ago):
+        if ago > 0:
+            raise LookAheadError(f"a strategy read a value {ago} bar(s) ahead ({self._describe()}): "
+                                 "strategies may only use bars that have closed")
+        return self.array[self.idx + ago]
+
+    def get(self, ago=0, size=1):
+        if ago > 0:
+            raise LookAheadError(f"a strategy read values {ago} bar(s) ahead ({self._describe()})")
+        return super().get(ago, size)
+
+    def _describe(self) -> str:
+        owner = getattr(self, "_owner", None)
+        return type(owner).__name__ if owner is not None else "line"
+
+
+def forbid_lookahead(lines_owner) -> None:
+    """Guard every line buffer of a feed or an indicator against positive indices."""
+    for line in lines_owner.lines:
+        if type(line) is LineBuffer:
+            line.__class__ = _NoPeekBuffer
