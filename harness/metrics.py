@@ -13,13 +13,15 @@ Conventions:
   bar timeframe (equity is recorded once per bar) and a 365-day year: crypto trades every day.
   Sharpe is ``mean / std(ddof=1) * sqrt(periods per year)`` with a zero risk-free rate; Sortino
   uses the downside deviation ``sqrt(mean(min(r, 0)^2))`` over all periods (target 0).
-- ``equity.gross_exposure`` is a value in the quote asset, like ``positions_value``; the
-  exposure metrics divide it by equity.
+- ``equity`` rows are stamped with bar close times; ``equity.gross_exposure`` is
+  Σ |position value| / equity (a fraction, as the engine writes it).
 - Model metrics need prices: :func:`compute` takes an optional ``prices`` frame (``ts, symbol,
-  close``; the bars of the run's window, read from the dataset store by the caller). A signal
-  stamped ``ts`` belongs to the bar whose open time is ``ts`` floored to the timeframe grid; its
-  outcome is that bar's close-to-next-close return. Without prices the hit rate, the IC and the
-  calibration are ``None``; the mean confidence needs only the signals.
+  close``, ``ts`` the bar open time as in the dataset store; the caller reads the run's window
+  plus one bar). A signal is stamped when it was made: the close time of the bar it was computed
+  from (``HarnessStrategy.emit_signal``), or a little later live. Its outcome is the first full
+  close-to-close return after it: from the last close at or before ``ts`` to the next close, so
+  nothing the signal could not have known is credited to it. Without prices the hit rate, the
+  IC and the calibration are ``None``; the mean confidence needs only the signals.
 """
 
 from __future__ import annotations
@@ -168,6 +170,11 @@ def equity_returns(equity: np.ndarray) -> np.ndarray:
     return values[1:] / values[:-1] - 1.0
 
 
+def sharpe_ratio(equity: np.ndarray, step_ms: int) -> float | None:
+    """Annualised Sharpe of an equity curve sampled every ``step_ms`` (what the engine's summary uses)."""
+    return sharpe(equity_returns(equity), periods_per_year(step_ms))
+
+
 def total_return_pct(start_equity: float | None, final_equity: float | None) -> float | None:
     """``(final / start - 1) * 100``."""
     if not start_equity or final_equity is None:
@@ -259,12 +266,12 @@ def max_drawdown_duration_days(ts_ms: np.ndarray, equity: np.ndarray) -> float |
 
 
 def daily_returns_pct(equity: pd.DataFrame, start_equity: float | None = None) -> pd.Series:
-    """Return of each UTC day (last equity of the day vs the previous day's last), in percent.
+    """Return of each UTC day (last equity point of the day vs the previous day's last), in percent.
 
     The first day is measured from ``start_equity`` when given, else from the first point."""
     if equity is None or equity.empty:
         return pd.Series(dtype=float)
-    days = ms(equity["ts"]) // DAY_MS
+    days = (ms(equity["ts"]) - 1) // DAY_MS          # a point stamped 00:00 closes the day before
     closes = pd.Series(equity["equity"].to_numpy(dtype=float)).groupby(days).last()
     base = start_equity if start_equity else float(equity["equity"].iloc[0])
     prev = np.concatenate(([base], closes.to_numpy()[:-1]))
@@ -308,13 +315,13 @@ def trade_stats(trades: pd.DataFrame) -> dict[str, Value]:
 
 
 def exposure_stats(equity: pd.DataFrame) -> dict[str, Value]:
-    """Time in market (share of equity points holding a position) and gross exposure / equity."""
+    """Time in market (share of equity points holding a position) and gross exposure (a fraction
+    of equity in the journal) as percent: average and peak."""
     if equity is None or equity.empty:
         return {"exposure_time_pct": None, "avg_gross_exposure_pct": None, "max_gross_exposure_pct": None}
     eq = equity["equity"].to_numpy(dtype=float)
-    gross = np.abs(equity["gross_exposure"].fillna(0.0).to_numpy(dtype=float))
+    frac = np.abs(equity["gross_exposure"].fillna(0.0).to_numpy(dtype=float)) * 100.0
     held = np.abs(equity["positions_value"].fillna(0.0).to_numpy(dtype=float)) > 1e-9 * np.abs(eq)
-    frac = np.divide(gross, eq, out=np.zeros_like(gross), where=eq > 0) * 100.0
     return {"exposure_time_pct": float(held.mean() * 100.0), "avg_gross_exposure_pct": float(frac.mean()),
             "max_gross_exposure_pct": float(frac.max())}
 
@@ -413,8 +420,7 @@ def days_run(run_json: dict[str, Any], equity: pd.DataFrame, run: dict[str, Any]
     """Length of the run's window in days (a live run's end is its last equity point when unset)."""
     start, end = window_ms(run_json, run)
     if end is None and equity is not None and not equity.empty:
-        step = bar_ms(run_json, equity) or 0
-        end = int(ms(equity["ts"])[-1]) + step
+        end = int(ms(equity["ts"])[-1])
     if start is None and equity is not None and not equity.empty:
         start = int(ms(equity["ts"])[0])
     if start is None or end is None:
@@ -427,9 +433,10 @@ def days_run(run_json: dict[str, Any], equity: pd.DataFrame, run: dict[str, Any]
 
 
 def signal_outcomes(signals: pd.DataFrame, prices: pd.DataFrame | None, bar_length_ms: int) -> pd.DataFrame:
-    """Signals joined to the close-to-next-close return of their bar (column ``fwd_return``).
+    """Signals joined to the first close-to-close return after them (column ``fwd_return``).
 
-    Rows whose bar or next bar is missing from ``prices`` get NaN."""
+    ``prices.ts`` are bar open times; a bar closes at ``ts + bar_length_ms``. Rows whose
+    closes are missing from ``prices`` get NaN."""
     cols = ["ts", "symbol", "signal", "confidence", "fwd_return"]
     if signals is None or signals.empty:
         return pd.DataFrame(columns=cols)
@@ -438,7 +445,7 @@ def signal_outcomes(signals: pd.DataFrame, prices: pd.DataFrame | None, bar_leng
     if prices is None or prices.empty:
         out["fwd_return"] = np.nan
         return out[cols]
-    px = pd.DataFrame({"symbol": prices["symbol"].to_numpy(), "bar": ms(prices["ts"]),
+    px = pd.DataFrame({"symbol": prices["symbol"].to_numpy(), "bar": ms(prices["ts"]) + bar_length_ms,
                        "close": prices["close"].to_numpy(dtype=float)}).sort_values(["symbol", "bar"])
     nxt_close = px.groupby("symbol")["close"].shift(-1)
     nxt_bar = px.groupby("symbol")["bar"].shift(-1)

@@ -24,7 +24,7 @@ def frame(name: str, rows: list[dict]) -> pd.DataFrame:
 
 def equity_rows(values, positions=None, step=H):
     positions = positions or [0.0] * len(values)
-    return [{"ts": T0 + i * step, "cash": v - p, "positions_value": p, "equity": v, "gross_exposure": p,
+    return [{"ts": T0 + i * step, "cash": v - p, "positions_value": p, "equity": v, "gross_exposure": p / v,
              "drawdown_pct": 0.0} for i, (v, p) in enumerate(zip(values, positions, strict=True))]
 
 
@@ -60,6 +60,7 @@ def test_return_and_risk_by_hand():
     ppy = m.periods_per_year(H)
     assert ppy == 8760
     assert m.sharpe(r, ppy) == pytest.approx(42.6202443, rel=1e-7)
+    assert m.sharpe_ratio(values, H) == pytest.approx(42.6202443, rel=1e-7)
     assert m.sortino(r, ppy) == pytest.approx(120.0822763, rel=1e-7)
     assert m.volatility_pct(r, ppy) == pytest.approx(1522.489839, rel=1e-7)
     assert m.max_drawdown_pct(values) == pytest.approx(10.0)
@@ -94,7 +95,7 @@ def test_total_and_annualised_return():
 
 
 def test_daily_returns():
-    rows = [{"ts": T0 + h * H, "equity": v} for h, v in ((0, 100), (23, 110), (24, 105), (47, 99), (48, 99))]
+    rows = [{"ts": T0 + h * H, "equity": v} for h, v in ((1, 100), (24, 110), (25, 105), (48, 99), (49, 99))]
     daily = m.daily_returns_pct(pd.DataFrame(rows), start_equity=100.0)
     assert list(daily.index.strftime("%Y-%m-%d")) == ["2025-01-01", "2025-01-02", "2025-01-03"]
     assert daily.to_numpy() == pytest.approx([10.0, -10.0, 0.0])
@@ -179,14 +180,15 @@ def test_coverage_missing_bars_and_days():
     assert m.days_run(rj, frame("equity", [])) == pytest.approx(1.0)
     # a live run still going: its end is the last equity point + one bar
     live = {"start": "2025-01-01T00:00:00Z", "timeframe": "1h"}
-    assert m.days_run(live, frame("equity", equity_rows([1.0] * 36))) == pytest.approx(1.5)
+    assert m.days_run(live, frame("equity", equity_rows([1.0] * 37))) == pytest.approx(1.5)
     assert m.data_coverage_pct({"timeframe": "1h"}) is None
 
 
 # --------------------------------------------------------------------------------------------
 # model evaluation
 #
-# closes 100, 101, 100, 102, 102 -> next-bar returns +1 %, -0.99 %, +2 %, 0, (none)
+# closes 100, 101, 100, 102, 102 -> next-bar returns +1 %, -0.99 %, +2 %, 0, (none);
+# a signal made at the close of bar i is judged on bar i+1 (close i -> close i+1)
 # signals +0.5 (c .55) hit, +0.2 (c .65) miss, -0.3 (c .95) miss, +0.4 (c .75, return 0: left out),
 # +0.1 (c .50, no next bar: left out) -> hit rate 1/3
 # IC: ranks of signal 4 2 1 3 vs return 3 1 4 2 -> 1 - 6 * 12 / (4 * 15) = -0.2
@@ -196,13 +198,14 @@ def test_coverage_missing_bars_and_days():
 def model_inputs(offset_ms=0):
     prices = pd.DataFrame({"ts": pd.to_datetime([T0 + i * H for i in range(5)], unit="ms", utc=True),
                            "symbol": "BTC/USDT", "close": [100.0, 101.0, 100.0, 102.0, 102.0]})
+    # signal i is made when bar i closes, at T0 + (i + 1) h (live: up to a bar later)
     sig = [(0.5, 0.55), (0.2, 0.65), (-0.3, 0.95), (0.4, 0.75), (0.1, 0.50)]
-    signals = frame("signals", [{"ts": T0 + i * H + offset_ms, "symbol": "BTC/USDT", "signal": s, "confidence": c,
+    signals = frame("signals", [{"ts": T0 + (i + 1) * H + offset_ms, "symbol": "BTC/USDT", "signal": s, "confidence": c,
                                  "model_version": "v1", "acted": True} for i, (s, c) in enumerate(sig)])
     return signals, prices
 
 
-@pytest.mark.parametrize("offset_ms", [0, 30 * 60_000])   # stamped at the bar's open, or inside the bar
+@pytest.mark.parametrize("offset_ms", [0, 30 * 60_000])   # stamped at the bar's close, or some time after
 def test_model_metrics_by_hand(offset_ms):
     signals, prices = model_inputs(offset_ms)
     out = m.signal_outcomes(signals, prices, H)
