@@ -55,6 +55,7 @@ class Portfolio:
             pos.qty -= fill.fee          # a fee in the base asset shrinks the holding
         else:
             self.cash -= fill.fee
+        pos.qty = round(pos.qty, 12)     # sums of lot-step quantities, free of float dust
         return realised
 
     def mark(self, symbol: str, price: float) -> None:

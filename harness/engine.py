@@ -134,8 +134,9 @@ def plan_replay(config: Config, store: Store, days: float, end: int | None = Non
 
 
 def build_cerebro(plan: ReplayPlan, broker, recorder: Recorder, mode: str) -> tuple[bt.Cerebro, list]:
-    from harness.feed import ReplayFeed
+    from harness.feed import ReplayFeed, install_fast_forward
 
+    install_fast_forward()
     cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=True, exactbars=False, quicknotify=False)
     feeds = []
     for symbol in plan.symbols:

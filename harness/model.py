@@ -224,7 +224,7 @@ class Order:
 
     @property
     def remaining(self) -> float:
-        return max(self.qty - self.filled_qty, 0.0)
+        return max(round(self.qty - self.filled_qty, 12), 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,54 @@ class HarnessStrategy(bt.Strategy):
             forbid_lookahead(data)
         for indicator in self._lineiterators.get(bt.LineIterator.IndType, []):
             forbid_lookahead(indicator)
+        self._lean = self._lean_plan()
         super().start()
+
+    # -- the per-bar bookkeeping of backtrader's runonce loop, without what the harness never uses
+
+    def _lean_plan(self):
+        """Buffers to advance per bar, or None when analyzers/observers/cash hooks need the full path."""
+        cls = type(self)
+        if (self.analyzers or self._slave_analyzers or self._lineiterators.get(bt.LineIterator.ObsType)
+                or cls.notify_cashvalue is not bt.Strategy.notify_cashvalue
+                or cls.notify_fund is not bt.Strategy.notify_fund):
+            return None
+        plan = []
+        for indicator in self._lineiterators.get(bt.LineIterator.IndType, []):
+            buffers = list(indicator.lines)
+            plan.append((buffers[0], indicator._clock.lines[0], buffers))
+        self._own_lines = list(self.lines)
+        return plan
+
+    def _oncepost(self, dt):
+        lean = self._lean
+        if lean is None:
+            return super()._oncepost(dt)
+        for first, clock, buffers in lean:
+            if clock.lencount > first.lencount:
+                for buf in buffers:
+                    buf._idx += 1
+                    buf.lencount += 1
+        for buf in self._own_lines:            # the strategy's own lines (its clock): one new slot
+            buf.array.append(float("nan"))
+            buf._idx += 1
+            buf.lencount += 1
+        self.lines.datetime.array[-1] = dt
+        if self._orderspending or self._tradespending:
+            for order in self._orderspending:
+                self.notify_order(order)
+            for trade in self._tradespending:
+                self.notify_trade(trade)
+        status = self._minperstatus
+        if status >= 0:
+            status = self._getminperstatus()
+        if status < 0:
+            self.next()
+        elif status == 0:
+            self.nextstart()
+        else:
+            self.prenext()
+        self.clear()
 
     # -- sizing -----------------------------------------------------------------------------
 

@@ -215,8 +215,8 @@ class HarnessBroker(bt.BrokerBase):
         share = abs(closed) / fill.qty if fill.qty else 0.0
         order.execute(data.datetime[0], signed, fill.price, closed, closedvalue, fee_quote * share,
                       opened, openedvalue, fee_quote * (1 - share), 0.0, pnl, psize, pprice)
-        record.filled_qty += fill.qty
-        if record.remaining <= self._dust(record.symbol):
+        record.filled_qty = round(record.filled_qty + fill.qty, 12)
+        if record.remaining < self._dust(record.symbol):
             record.status = OrderStatus.FILLED
             order.completed()
             self.open_orders.pop(order.ref, None)
@@ -228,8 +228,9 @@ class HarnessBroker(bt.BrokerBase):
         self.recorder.order(record, fill.ts)
 
     def _dust(self, symbol: str) -> float:
+        """A remainder smaller than one lot step can never fill: the order is done."""
         rules = self.rules.get(symbol)
-        return rules.lot_step / 2 if rules else 1e-12
+        return rules.lot_step * 0.999 if rules else 1e-12
 
     def next_fill_id(self) -> str:
         self._fill_seq += 1
