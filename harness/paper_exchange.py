@@ -1,0 +1,586 @@
+"""A Binance-compatible spot REST server on loopback, backed by recorded bars and the paper fill model.
+
+``python cli.py exchange serve`` runs it; tests and paced replays run it in-process::
+
+    with PaperExchange(store, ["BTC/USDT"], api_key="k", api_secret="s", port=0) as ex:
+        ...  # point any ccxt binance client at ex.url (sandbox mode, URLs rewritten)
+
+It speaks the subset of ``/api/v3`` that ccxt uses (see ``notes/binance-spot-api.md``):
+ping, time, exchangeInfo, klines, ticker/24hr, ticker/price, ticker/bookTicker, depth, avgPrice,
+and, signed with HMAC-SHA256 over the raw query and body, account, order (POST/GET/DELETE),
+openOrders, allOrders, myTrades. Errors are Binance's status codes and ``{"code", "msg"}``
+bodies. ``recvWindow`` is checked against real time; everything else follows the replay clock
+(:mod:`harness.paper_market`). Orders and fills: :mod:`harness.paper_account`.
+
+:attr:`PaperExchange.faults` injects trouble for the next N requests (optionally per path):
+``timeout`` (the reply is held back ``delay_s``), ``error`` (5xx), ``rate_limit`` (429),
+``ban`` (418), ``reject`` (an order refused with -2010) and ``disconnect`` (no reply at all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from harness.datasets import Store
+from harness.errors import DatasetError, SafetyError
+from harness.fills import FillConfig
+from harness.model import DAY_MS, MarketRules, base_quote, ms_to_iso, normalize_symbol, timeframe_ms
+from harness.paper_account import PaperAccount, int_param, order_json, trade_json
+from harness.paper_market import ApiError, Clock, ManualClock, ReplayClock, ReplayedMarket, fmt
+
+log = logging.getLogger("harness.paper_exchange")
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_RECV_WINDOW = 60_000
+# Binance spot filters for the symbols of the shared data (lot step, tick, min qty, min notional):
+# used when datasets/ holds no market-rules snapshot for a symbol.
+KNOWN_RULES = {
+    "BTC/USDT": (0.00001, 0.01, 0.00001, 5.0), "ETH/USDT": (0.0001, 0.01, 0.0001, 5.0),
+    "BNB/USDT": (0.001, 0.01, 0.001, 5.0), "SOL/USDT": (0.001, 0.01, 0.001, 5.0),
+    "XRP/USDT": (0.1, 0.0001, 0.1, 5.0),
+}
+FAULT_KINDS = ("timeout", "error", "rate_limit", "ban", "reject", "disconnect")
+
+
+@dataclass
+class Fault:
+    """One injected fault, armed for the next ``remaining`` matching requests."""
+
+    kind: str
+    remaining: int
+    path: str | None = None          # endpoint name such as "order" or "klines"; None = any
+    method: str | None = None
+    delay_s: float = 15.0            # timeout: how long the reply is held back
+    before: bool = False             # timeout: hold the request back before executing it
+    status: int = 503                # error: the HTTP status
+    code: int | None = None
+    msg: str | None = None
+
+
+class Faults:
+    """Fault injection for drills and tests (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._armed: list[Fault] = []
+        self.served: dict[str, int] = {}
+
+    def inject(self, kind: str, count: int = 1, path: str | None = None, method: str | None = None,
+               **options) -> Fault:
+        """Arm ``kind`` for the next ``count`` requests to ``path`` (e.g. ``"order"``), or to any path."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if kind == "reject":
+            path, method = path or "order", method or "POST"
+        fault = Fault(kind, int(count), _endpoint_name(path) if path else None, method and method.upper(), **options)
+        with self._lock:
+            self._armed.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._armed.clear()
+
+    def take(self, method: str, name: str) -> Fault | None:
+        with self._lock:
+            for fault in self._armed:
+                if (fault.path in (None, name)) and (fault.method in (None, method)):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._armed.remove(fault)
+                    self.served[fault.kind] = self.served.get(fault.kind, 0) + 1
+                    return fault
+        return None
+
+
+def default_rules(symbol: str, price: float) -> MarketRules:
+    """Binance's filters for well-known symbols, else plausible ones scaled to the price."""
+    symbol = normalize_symbol(symbol)
+    if symbol in KNOWN_RULES:
+        step, tick, min_qty, notional = KNOWN_RULES[symbol]
+        return MarketRules(symbol, step, tick, min_qty=min_qty, min_notional=notional)
+    magnitude = math.floor(math.log10(price)) if price > 0 else 0
+    tick = max(1e-8, 10.0 ** (magnitude - 6))
+    step = min(1.0, max(1e-8, 10.0 ** (math.floor(math.log10(0.01 / price)) if price > 0 else -8)))
+    quote = base_quote(symbol)[1]
+    return MarketRules(symbol, float(f"{step:.0e}"), float(f"{tick:.0e}"), min_qty=float(f"{step:.0e}"),
+                       min_notional=5.0 if quote in ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI") else 0.0)
+
+
+class PaperExchange:
+    """The paper exchange, in-process: :meth:`start` serves it on ``host:port`` (0 = any free port).
+
+    ``start`` is the data time (ms) of the first bar in progress (default: one day into the
+    recording, or its middle if shorter). With ``shift_to_now`` bar times are shifted so that
+    bar is the present minute; otherwise exchange time equals recorded time. ``clock`` replaces
+    the replay clock (e.g. a :class:`~harness.paper_market.ManualClock` for deterministic tests).
+    """
+
+    def __init__(self, store: Store | str | Path, symbols, *, exchange: str = "binance", timeframe: str = "1m",
+                 start: int | None = None, speed: float = 1.0, balances: dict[str, float] | None = None,
+                 api_key: str = "", api_secret: str = "", fill_config: FillConfig | None = None,
+                 fee_asset: str = "received", seed: int = 0, host: str = "127.0.0.1", port: int = 0,
+                 shift_to_now: bool = True, clock: Clock | None = None, rules: dict[str, MarketRules] | None = None,
+                 real_clock: Callable[[], float] = time.time):
+        if host not in LOOPBACK:
+            raise SafetyError(f"the paper exchange binds to loopback only (127.0.0.1), not {host}")
+        if not api_key or not api_secret:
+            raise SafetyError("the paper exchange needs an API key pair: pass --api-key/--api-secret or set "
+                              "QT_EXECUTION_BINANCE_API_KEY / QT_EXECUTION_BINANCE_API_SECRET")
+        store = store if isinstance(store, Store) else Store(store)
+        symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, str) else symbols)]
+        self.exchange_id, self.host, self._port = exchange, host, int(port)
+        self._key, self._secret = api_key.encode(), api_secret.encode()
+        self._real = real_clock
+        tf = timeframe_ms(timeframe)
+        series = {s: store.read(exchange, s, timeframe) for s in symbols}
+        for s, bars in series.items():
+            if len(bars) == 0:
+                raise DatasetError(f"no {timeframe} bars for {s} under {exchange}; see python cli.py data list")
+        first = min(int(b.ts[0]) for b in series.values())
+        last = max(int(b.ts[-1]) for b in series.values())
+        if start is None:
+            start = first + min(DAY_MS, (last - first) // 2)
+        start -= start % tf
+        if not first <= start <= last:
+            raise DatasetError(f"--start {ms_to_iso(start)} is outside the recorded bars "
+                               f"({ms_to_iso(first)} .. {ms_to_iso(last)})")
+        self.start_data = start
+        if clock is None:
+            clock = ReplayClock(int(real_clock() * 1000) if shift_to_now else start, speed, real_clock)
+        self.clock = clock
+        origin = clock.now_ms()
+        offset = (origin - origin % tf) - start
+        chosen: dict[str, MarketRules] = {}
+        for s, bars in series.items():
+            found = (rules or {}).get(s) or store.rules(exchange, s, start)
+            if found is None:
+                i = min(int(bars.ts.searchsorted(start)), len(bars) - 1)
+                found = default_rules(s, float(bars.open[i]))
+                log.warning("no market-rules snapshot for %s under %s: using %s", s, exchange, found)
+            chosen[s] = found
+        self.market = ReplayedMarket(series, chosen, clock, offset, seed)
+        quote = base_quote(symbols[0])[1]
+        self.account = PaperAccount(self.market, balances if balances is not None else {quote: 10_000.0},
+                                    fill_config or FillConfig(), fee_asset)
+        self.faults = Faults()
+        self.requests = 0
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> PaperExchange:
+        """Bind, start the clock and serve in a background thread."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host if self.host != "localhost" else "127.0.0.1", self._port), _Handler)
+        self._server.exchange = self
+        if isinstance(self.clock, ReplayClock):
+            self.clock.start()
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"paper-exchange-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (held-back replies are released at once); safe to call twice."""
+        self._stopping.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> PaperExchange:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server is not None else self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def now(self) -> int:
+        """The exchange's clock (ms)."""
+        return self.clock.now_ms()
+
+    def to_exchange_time(self, data_ms: int) -> int:
+        """Where a recorded bar time appears on this exchange's clock."""
+        return data_ms + self.market.offset
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, query: str, body: bytes, headers) -> tuple[int, object, dict]:
+        """Serve one request: (HTTP status, JSON payload or None to drop the connection, headers)."""
+        self.requests += 1
+        name = _endpoint_name(path)
+        fault = self.faults.take(method, name)
+        if fault is not None and fault.kind != "timeout":
+            return _fault_reply(fault, method, name)
+        if fault is not None and fault.before:
+            self._stopping.wait(fault.delay_s)
+        route = ROUTES.get((method, name)) if path.startswith(("/api/v3/", "/api/v1/")) else None
+        try:
+            if route is None:
+                raise ApiError(-1020, "This operation is not supported.", 404)
+            params = _parse_params(query, body)
+            if route.signed:
+                self._authenticate(headers, query, body, params)
+            payload = route.fn(self, params, self.clock.now_ms())
+            status = 200
+        except ApiError as exc:
+            status, payload = exc.status, {"code": exc.code, "msg": exc.msg}
+        except Exception:  # a bug must cost one request a 500, never the server
+            log.exception("paper exchange failed on %s %s", method, path)
+            status, payload = 500, {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+        if fault is not None and not fault.before:
+            self._stopping.wait(fault.delay_s)
+        return status, payload, {}
+
+    def _authenticate(self, headers, query: str, body: bytes, params: dict[str, str]) -> None:
+        key = headers.get("X-MBX-APIKEY")
+        if not key:
+            raise ApiError(-2014, "API-key format invalid.", 401)
+        if not hmac.compare_digest(key.encode(), self._key):
+            raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        signature = params.get("signature")
+        if not signature:
+            raise ApiError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        signed = _without_signature(query.encode()) + _without_signature(body)
+        expected = hmac.new(self._secret, signed, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature.lower()):
+            raise ApiError(-1022, "Signature for this request is not valid.")
+        timestamp = int_param(params, "timestamp")
+        if timestamp is None:
+            raise ApiError(-1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
+        window = int_param(params, "recvWindow", 5000, 0)
+        if window > MAX_RECV_WINDOW:
+            raise ApiError(-1131, f"recvWindow must be less than {MAX_RECV_WINDOW}")
+        real = int(self._real() * 1000)
+        if timestamp > real + 1000:
+            raise ApiError(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+        if real - timestamp > window:
+            raise ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    def _symbols_param(self, params: dict[str, str]) -> list[str] | None:
+        if params.get("symbol"):
+            return [self.market.symbol(params["symbol"])]
+        if params.get("symbols"):
+            try:
+                names = json.loads(params["symbols"])
+                assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+            except (ValueError, AssertionError):
+                raise ApiError(-1100, "Illegal characters found in parameter 'symbols'; legal range is "
+                                      "'^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$'.") from None
+            return [self.market.symbol(n) for n in names]
+        return None
+
+    def _one_or_all(self, params: dict[str, str], fn) -> object:
+        chosen = self._symbols_param(params)
+        rows = [fn(s) for s in (chosen or self.market.symbols)]
+        return rows[0] if params.get("symbol") else rows
+
+    def ep_exchange_info(self, params, now):
+        rules_ok = self._symbols_param(params) or list(self.market.symbols)
+        return {"timezone": "UTC", "serverTime": now,
+                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                "limit": 6000},
+                               {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100}],
+                "exchangeFilters": [], "symbols": [self._symbol_info(s, now) for s in rules_ok]}
+
+    def _symbol_info(self, symbol: str, now: int) -> dict:
+        r = self.market.rules[symbol]
+        base, quote = base_quote(symbol)
+        return {
+            "symbol": self.market.wire(symbol), "status": "TRADING" if self.market.is_trading(symbol, now) else "BREAK",
+            "baseAsset": base, "baseAssetPrecision": r.base_precision, "quoteAsset": quote,
+            "quotePrecision": r.quote_precision, "quoteAssetPrecision": r.quote_precision,
+            "baseCommissionPrecision": r.base_precision, "quoteCommissionPrecision": r.quote_precision,
+            "orderTypes": ["LIMIT", "MARKET", "STOP_LOSS"], "icebergAllowed": False, "ocoAllowed": False,
+            "otoAllowed": False, "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False,
+            "cancelReplaceAllowed": False, "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": fmt(r.tick_size), "maxPrice": fmt(1_000_000.0),
+                 "tickSize": fmt(r.tick_size)},
+                {"filterType": "LOT_SIZE", "minQty": fmt(r.min_qty or r.lot_step), "maxQty": fmt(r.max_qty),
+                 "stepSize": fmt(r.lot_step)},
+                {"filterType": "NOTIONAL", "minNotional": fmt(r.min_notional), "applyMinToMarket": True,
+                 "maxNotional": fmt(r.max_notional), "applyMaxToMarket": False, "avgPriceMins": 5},
+            ],
+            "permissions": [], "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "NONE",
+            "allowedSelfTradePreventionModes": ["NONE"],
+        }
+
+    def ep_klines(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        interval = params.get("interval")
+        if not interval:
+            raise ApiError(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
+        return self.market.klines(symbol, interval, int_param(params, "startTime", None, 0),
+                                  int_param(params, "endTime", None, 0), int_param(params, "limit", 500), now)
+
+    def ep_ticker_24h(self, params, now):
+        return self._one_or_all(params, lambda s: self.market.ticker_24h(s, now))
+
+    def ep_ticker_price(self, params, now):
+        return self._one_or_all(params, lambda s: {"symbol": self.market.wire(s),
+                                                   "price": fmt(self.market.price(s, now) or 0.0)})
+
+    def ep_book_ticker(self, params, now):
+        def top(s):
+            (bp, bq), (ap, aq) = self.market.top_of_book(s, now)
+            return {"symbol": self.market.wire(s), "bidPrice": fmt(bp), "bidQty": fmt(bq), "askPrice": fmt(ap),
+                    "askQty": fmt(aq)}
+        return self._one_or_all(params, top)
+
+    def ep_depth(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        limit = int_param(params, "limit", 100, 1, 5000)
+        bids, asks = self.market.book(symbol, now, limit)
+        bar = self.market.current_bar(symbol, now) or self.market.last_closed(symbol, now)
+        return {"lastUpdateId": (bar.index + 1) if bar else 0,
+                "bids": [[fmt(p), fmt(q)] for p, q in bids], "asks": [[fmt(p), fmt(q)] for p, q in asks]}
+
+    def ep_avg_price(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        return {"mins": 5, "price": fmt(self.market.avg_price(symbol, now)), "closeTime": now}
+
+    def ep_account(self, params, now):
+        balances = self.account.balances(now)
+        omit = params.get("omitZeroBalances", "").lower() == "true"
+        fee = self.account.config
+        return {
+            "makerCommission": int(fee.maker_bps), "takerCommission": int(fee.taker_bps), "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": {"maker": fmt(fee.maker_bps / 1e4), "taker": fmt(fee.taker_bps / 1e4),
+                                "buyer": fmt(0), "seller": fmt(0)},
+            "canTrade": True, "canWithdraw": False, "canDeposit": False, "brokered": False,
+            "requireSelfTradePrevention": False, "preventSor": False, "updateTime": self.account.update_time,
+            "accountType": "SPOT", "permissions": ["SPOT"], "uid": 1,
+            "balances": [{"asset": a, "free": fmt(f), "locked": fmt(lk)} for a, (f, lk) in sorted(balances.items())
+                         if not (omit and f == 0 and lk == 0)],
+        }
+
+    def ep_new_order(self, params, now):
+        order = self.account.place(params, now)
+        resp = (params.get("newOrderRespType") or "FULL").upper()
+        if resp not in ("ACK", "RESULT", "FULL"):
+            resp = "FULL"
+        return order_json(order, self.market.wire(order.symbol), "new", resp)
+
+    def ep_get_order(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        order = self.account.find(symbol, params.get("orderId"), params.get("origClientOrderId"), now)
+        return order_json(order, self.market.wire(symbol))
+
+    def ep_cancel_order(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        order = self.account.cancel(symbol, params.get("orderId"), params.get("origClientOrderId"), now)
+        return order_json(order, self.market.wire(symbol), "cancel", cancel_id=params.get("newClientOrderId"), now=now)
+
+    def ep_open_orders(self, params, now):
+        symbol = self.market.symbol(params["symbol"]) if params.get("symbol") else None
+        return [order_json(o, self.market.wire(o.symbol)) for o in self.account.open_orders(symbol, now)]
+
+    def ep_cancel_open_orders(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        orders = self.account.open_orders(symbol, now)
+        return [order_json(self.account.cancel(symbol, str(o.order_id), None, now), self.market.wire(symbol),
+                           "cancel", now=now) for o in orders]
+
+    def ep_all_orders(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        rows = self.account.all_orders(symbol, now, int_param(params, "orderId", None, 0),
+                                       int_param(params, "startTime", None, 0), int_param(params, "endTime", None, 0),
+                                       int_param(params, "limit", 500, 1, 1000))
+        return [order_json(o, self.market.wire(symbol)) for o in rows]
+
+    def ep_my_trades(self, params, now):
+        symbol = self.market.symbol(params.get("symbol"))
+        rows = self.account.my_trades(symbol, now, int_param(params, "fromId", None, 0),
+                                      int_param(params, "startTime", None, 0), int_param(params, "endTime", None, 0),
+                                      int_param(params, "limit", 500, 1, 1000), int_param(params, "orderId", None, 0))
+        return [trade_json(t, self.market.wire(symbol)) for t in rows]
+
+
+@dataclass(frozen=True)
+class _Route:
+    fn: Callable
+    signed: bool = False
+
+
+ROUTES: dict[tuple[str, str], _Route] = {
+    ("GET", "ping"): _Route(lambda ex, p, now: {}),
+    ("GET", "time"): _Route(lambda ex, p, now: {"serverTime": now}),
+    ("GET", "exchangeInfo"): _Route(PaperExchange.ep_exchange_info),
+    ("GET", "klines"): _Route(PaperExchange.ep_klines),
+    ("GET", "uiKlines"): _Route(PaperExchange.ep_klines),
+    ("GET", "ticker/24hr"): _Route(PaperExchange.ep_ticker_24h),
+    ("GET", "ticker/price"): _Route(PaperExchange.ep_ticker_price),
+    ("GET", "ticker/bookTicker"): _Route(PaperExchange.ep_book_ticker),
+    ("GET", "depth"): _Route(PaperExchange.ep_depth),
+    ("GET", "avgPrice"): _Route(PaperExchange.ep_avg_price),
+    ("GET", "account"): _Route(PaperExchange.ep_account, True),
+    ("POST", "order"): _Route(PaperExchange.ep_new_order, True),
+    ("GET", "order"): _Route(PaperExchange.ep_get_order, True),
+    ("DELETE", "order"): _Route(PaperExchange.ep_cancel_order, True),
+    ("GET", "openOrders"): _Route(PaperExchange.ep_open_orders, True),
+    ("DELETE", "openOrders"): _Route(PaperExchange.ep_cancel_open_orders, True),
+    ("GET", "allOrders"): _Route(PaperExchange.ep_all_orders, True),
+    ("GET", "myTrades"): _Route(PaperExchange.ep_my_trades, True),
+}
+
+
+def _endpoint_name(path: str) -> str:
+    path = path.split("?", 1)[0]
+    for prefix in ("/api/v3/", "/api/v1/"):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path.strip("/")
+
+
+def _parse_params(query: str, body: bytes) -> dict[str, str]:
+    params: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(body.decode(), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(-1100, "Illegal characters found in a parameter.") from None
+    for key, value in pairs:
+        if key in params:
+            raise ApiError(-1101, f"Duplicate values for parameter '{key}'.")
+        params[key] = value
+    return params
+
+
+def _without_signature(raw: bytes) -> bytes:
+    if not raw:
+        return b""
+    return b"&".join(p for p in raw.split(b"&") if not p.startswith(b"signature="))
+
+
+def _fault_reply(fault: Fault, method: str, name: str) -> tuple[int, object, dict]:
+    if fault.kind == "disconnect":
+        return 0, None, {}
+    if fault.kind == "rate_limit":
+        return 429, {"code": fault.code or -1003, "msg": fault.msg or "Too much request weight used; current limit "
+                     "is 6000 request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid "
+                     "polling the API."}, {"Retry-After": "1"}
+    if fault.kind == "ban":
+        return 418, {"code": fault.code or -1003, "msg": fault.msg or "Way too much request weight used; IP banned "
+                     "until 1. Please use WebSocket Streams for live updates to avoid bans."}, {"Retry-After": "1"}
+    if fault.kind == "reject":
+        return 400, {"code": fault.code or -2010, "msg": fault.msg or "Order rejected by the paper exchange."}, {}
+    return fault.status, {"code": fault.code or -1001,
+                          "msg": fault.msg or "Internal error; unable to process your request. Please try again."}, {}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+    exchange: PaperExchange
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):       # a client that went away: nothing to report
+            return
+        log.exception("paper exchange: unexpected error from %s", client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 60
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _serve(self, method: str) -> None:
+        path, _, query = self.path.partition("?")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._reply(400, {"code": -1100, "msg": "Illegal characters found in header 'Content-Length'."}, {})
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:             # the client went away mid-request
+            self.close_connection = True
+            return
+        status, payload, headers = self.server.exchange.handle(method, path, query, body, self.headers)
+        if payload is None:
+            self.close_connection = True
+            return
+        self._reply(status, payload, headers)
+
+    def _reply(self, status: int, payload: object, headers: dict) -> None:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+
+def parse_balances(items) -> dict[str, float]:
+    """``["USDT=10000", "BTC=0.5"]`` → ``{"USDT": 10000.0, "BTC": 0.5}`` (a UserError names a bad item)."""
+    from harness.errors import UserError
+
+    out: dict[str, float] = {}
+    for item in items:
+        asset, sep, amount = str(item).partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not asset.strip().isalnum() or not value >= 0 or not math.isfinite(value):
+            raise UserError(f"--balance {item!r} is malformed: use ASSET=AMOUNT, e.g. --balance USDT=10000")
+        out[asset.strip().upper()] = value
+    return out
+
+
+__all__ = ["PaperExchange", "Faults", "Fault", "ManualClock", "ReplayClock", "default_rules", "parse_balances"]
