@@ -302,7 +302,7 @@ def test_book_carries_the_state():
     state = RiskState(RiskLimits(max_orders_per_minute=10, max_drawdown_pct=50.0))
     state.on_equity(NOON, 12_000.0)
     state.on_equity(NOON + 1, 11_000.0)
-    state.record_submission(NOON - MINUTE_MS)
+    state.record_submission(NOON + 2 - MINUTE_MS)       # exactly 60 s before the book: gone
     state.record_submission(NOON + 1)
     positions, prices = {BTC: 1.0}, {BTC: 100.0}
     book = state.book(ts=NOON + 2, cash=10_900.0, equity=11_000.0, positions=positions, prices=prices,
