@@ -63,6 +63,7 @@ def round_step(value: float, step: float, mode: str = "down") -> float:
     """``value`` on the grid of ``step`` (``down``, ``up`` or ``nearest``), free of float dust."""
     if step <= 0:
         return value
+    value = round(value, 12)      # 0.08024999999999999 is 0.08025: float dust must not cost a lot step
     d_step = Decimal(repr(step))
     rounding = {"down": ROUND_DOWN, "up": ROUND_UP, "nearest": ROUND_HALF_EVEN}[mode]
     units = (Decimal(repr(value)) / d_step).quantize(Decimal(1), rounding=rounding)

@@ -208,6 +208,7 @@ class HarnessBroker(bt.BrokerBase):
         pos = self.getposition(data)
         pprice_orig = pos.price
         psize, pprice, opened, closed = pos.update(signed, fill.price)
+        pos.size = psize = round(psize, 12)
         pnl = -closed * (fill.price - pprice_orig) if closed else 0.0
         closedvalue = -closed * pprice_orig if closed else 0.0
         openedvalue = opened * fill.price if opened else 0.0
