@@ -431,5 +431,99 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# evidence: report and gate
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--vs", "other", default=None, metavar="OTHER_RUN_ID",
+              help="Compare with another run over the common window.")
+@click.option("--gates", "gates_path", default=None, help="Gates file (default config/gates.toml).")
+@click.option("-o", "--output", default=None, help="Where to write the HTML (default reports/RUN_ID/report.html).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def report(ws: Workspace, run_id, other, gates_path, output, as_json) -> None:
+    """Write a run's self-contained HTML evaluation report (verdict, metrics, charts, trades)."""
+    from harness.report import make_report
+
+    path, verdict = make_report(ws.journal(), run_id, gates_path=gates_path, output=output, vs=other,
+                                datasets_dir=ws.datasets)
+    if as_json:
+        emit_json({"run_id": run_id, "report": str(path), "vs": other, "verdict": verdict.status,
+                   "summary": verdict.summary})
+    else:
+        click.echo(f"report  {path}")
+        click.echo(f"verdict {verdict.summary}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--gates", "gates_path", default=None, help="Gates file (default config/gates.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def gate(ws: Workspace, run_id, gates_path, as_json) -> None:
+    """Evaluate a run against the promotion gates: exit 0 on PASS, 1 on FAIL."""
+    from harness.gates import verdict_for_run
+
+    journal = ws.journal()
+    verdict = verdict_for_run(journal, run_id, gates_path=gates_path, datasets_dir=ws.datasets)
+    if as_json:
+        emit_json({"run_id": run_id, **verdict.to_dict()})
+    else:
+        click.echo(f"gate: run {run_id} (mode {verdict.mode}), gates {verdict.source}")
+        for line in verdict.lines():
+            click.echo(line)
+    sys.exit(EXIT_OK if verdict.passed else EXIT_FAIL)
+
+
+# ---------------------------------------------------------------------------------------------
+# exchange
+
+
+@cli.group(cls=HarnessGroup)
+def exchange() -> None:
+    """The paper exchange: a Binance-compatible spot REST server on loopback."""
+
+
+@exchange.command("serve")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port on 127.0.0.1 (0 = any free port).")
+@click.option("--symbols", default=None, help="Comma-separated symbols (default: all recorded for --exchange).")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Replay speed: the exchange clock runs N times faster than real time.")
+@click.option("--balance", "balances", multiple=True, metavar="ASSET=AMOUNT",
+              help="Starting balance, repeatable (default: USDT=10000).")
+@click.option("--api-key", envvar="QT_EXECUTION_BINANCE_API_KEY", default=None, show_envvar=True,
+              help="The API key clients must send.")
+@click.option("--api-secret", envvar="QT_EXECUTION_BINANCE_API_SECRET", default=None, show_envvar=True,
+              help="The secret clients sign with.")
+@click.option("--exchange", "exchange_id", default=None,
+              help="datasets/ exchange id to replay (default: binance, else synthetic).")
+@click.option("--timeframe", default="1m", show_default=True, help="Bar timeframe replayed.")
+@click.option("--start", default=None, help="Recorded time replayed first (ISO-8601; default: 1 day in).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic order book.")
+@click.option("--fee-asset", type=click.Choice(["received", "quote"]), default="received", show_default=True,
+              help="Fees in the asset received (Binance) or always in quote (the paper broker's way).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Config override, e.g. --set slippage.bps=0 (fees, slippage, fills).")
+@click.pass_obj
+def exchange_serve(ws: Workspace, port, symbols, speed, balances, api_key, api_secret, exchange_id, timeframe,
+                   start, seed, fee_asset, overrides) -> None:
+    """Serve recorded bars as a Binance spot exchange on 127.0.0.1 until Ctrl-C.
+
+    Point any ccxt binance client at it: sandbox mode, then every urls['api'] entry rewritten
+    to http://127.0.0.1:PORT (path kept)."""
+    from harness.model import parse_symbols, parse_time
+    from harness.paper_exchange import parse_balances, serve
+
+    serve(ws.store(), ws.load_config(overrides=overrides), None if symbols is None else list(parse_symbols(symbols)),
+          port=port, speed=speed, balances=parse_balances(balances) if balances else None, api_key=api_key,
+          api_secret=api_secret, exchange=exchange_id, timeframe=timeframe,
+          start=None if start is None else parse_time(start), seed=seed, fee_asset=fee_asset,
+          announce=lambda line: click.echo(line))
+
+
 if __name__ == "__main__":
     cli()

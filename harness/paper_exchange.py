@@ -24,99 +24,34 @@ import hmac
 import json
 import logging
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 from harness.datasets import Store
 from harness.errors import DatasetError, SafetyError
 from harness.fills import FillConfig
 from harness.model import DAY_MS, MarketRules, base_quote, ms_to_iso, normalize_symbol, timeframe_ms
 from harness.paper_account import PaperAccount, int_param, order_json, trade_json
+from harness.paper_http import (
+    Fault,
+    Faults,
+    Handler,
+    HttpServer,
+    endpoint_name,
+    fault_reply,
+    parse_params,
+    without_signature,
+)
 from harness.paper_market import ApiError, Clock, ManualClock, ReplayClock, ReplayedMarket, fmt
+from harness.sources.market_rules import rules_for
 
 log = logging.getLogger("harness.paper_exchange")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_RECV_WINDOW = 60_000
-# Binance spot filters for the symbols of the shared data (lot step, tick, min qty, min notional):
-# used when datasets/ holds no market-rules snapshot for a symbol.
-KNOWN_RULES = {
-    "BTC/USDT": (0.00001, 0.01, 0.00001, 5.0), "ETH/USDT": (0.0001, 0.01, 0.0001, 5.0),
-    "BNB/USDT": (0.001, 0.01, 0.001, 5.0), "SOL/USDT": (0.001, 0.01, 0.001, 5.0),
-    "XRP/USDT": (0.1, 0.0001, 0.1, 5.0),
-}
-FAULT_KINDS = ("timeout", "error", "rate_limit", "ban", "reject", "disconnect")
-
-
-@dataclass
-class Fault:
-    """One injected fault, armed for the next ``remaining`` matching requests."""
-
-    kind: str
-    remaining: int
-    path: str | None = None          # endpoint name such as "order" or "klines"; None = any
-    method: str | None = None
-    delay_s: float = 15.0            # timeout: how long the reply is held back
-    before: bool = False             # timeout: hold the request back before executing it
-    status: int = 503                # error: the HTTP status
-    code: int | None = None
-    msg: str | None = None
-
-
-class Faults:
-    """Fault injection for drills and tests (thread-safe)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._armed: list[Fault] = []
-        self.served: dict[str, int] = {}
-
-    def inject(self, kind: str, count: int = 1, path: str | None = None, method: str | None = None,
-               **options) -> Fault:
-        """Arm ``kind`` for the next ``count`` requests to ``path`` (e.g. ``"order"``), or to any path."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
-        if kind == "reject":
-            path, method = path or "order", method or "POST"
-        fault = Fault(kind, int(count), _endpoint_name(path) if path else None, method and method.upper(), **options)
-        with self._lock:
-            self._armed.append(fault)
-        return fault
-
-    def clear(self) -> None:
-        with self._lock:
-            self._armed.clear()
-
-    def take(self, method: str, name: str) -> Fault | None:
-        with self._lock:
-            for fault in self._armed:
-                if (fault.path in (None, name)) and (fault.method in (None, method)):
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._armed.remove(fault)
-                    self.served[fault.kind] = self.served.get(fault.kind, 0) + 1
-                    return fault
-        return None
-
-
-def default_rules(symbol: str, price: float) -> MarketRules:
-    """Binance's filters for well-known symbols, else plausible ones scaled to the price."""
-    symbol = normalize_symbol(symbol)
-    if symbol in KNOWN_RULES:
-        step, tick, min_qty, notional = KNOWN_RULES[symbol]
-        return MarketRules(symbol, step, tick, min_qty=min_qty, min_notional=notional)
-    magnitude = math.floor(math.log10(price)) if price > 0 else 0
-    tick = max(1e-8, 10.0 ** (magnitude - 6))
-    step = min(1.0, max(1e-8, 10.0 ** (math.floor(math.log10(0.01 / price)) if price > 0 else -8)))
-    quote = base_quote(symbol)[1]
-    return MarketRules(symbol, float(f"{step:.0e}"), float(f"{tick:.0e}"), min_qty=float(f"{step:.0e}"),
-                       min_notional=5.0 if quote in ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI") else 0.0)
 
 
 class PaperExchange:
@@ -167,9 +102,8 @@ class PaperExchange:
         for s, bars in series.items():
             found = (rules or {}).get(s) or store.rules(exchange, s, start)
             if found is None:
-                i = min(int(bars.ts.searchsorted(start)), len(bars) - 1)
-                found = default_rules(s, float(bars.open[i]))
-                log.warning("no market-rules snapshot for %s under %s: using %s", s, exchange, found)
+                found, source = rules_for(exchange, bars)
+                log.warning("no market-rules snapshot for %s under %s: using rules %s", s, exchange, source)
             chosen[s] = found
         self.market = ReplayedMarket(series, chosen, clock, offset, seed)
         quote = base_quote(symbols[0])[1]
@@ -178,7 +112,7 @@ class PaperExchange:
         self.faults = Faults()
         self.requests = 0
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -187,7 +121,7 @@ class PaperExchange:
         """Bind, start the clock and serve in a background thread."""
         if self._server is not None:
             return self
-        self._server = _Server((self.host if self.host != "localhost" else "127.0.0.1", self._port), _Handler)
+        self._server = HttpServer((self.host if self.host != "localhost" else "127.0.0.1", self._port), Handler)
         self._server.exchange = self
         if isinstance(self.clock, ReplayClock):
             self.clock.start()
@@ -234,17 +168,19 @@ class PaperExchange:
     def handle(self, method: str, path: str, query: str, body: bytes, headers) -> tuple[int, object, dict]:
         """Serve one request: (HTTP status, JSON payload or None to drop the connection, headers)."""
         self.requests += 1
-        name = _endpoint_name(path)
+        name = endpoint_name(path)
         fault = self.faults.take(method, name)
         if fault is not None and fault.kind != "timeout":
-            return _fault_reply(fault, method, name)
+            return fault_reply(fault, method, name)
         if fault is not None and fault.before:
             self._stopping.wait(fault.delay_s)
         route = ROUTES.get((method, name)) if path.startswith(("/api/v3/", "/api/v1/")) else None
+        if method == "GET" and path in ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo"):
+            route = _NO_FUTURES      # a client that loads all market types gets spot markets only
         try:
             if route is None:
                 raise ApiError(-1020, "This operation is not supported.", 404)
-            params = _parse_params(query, body)
+            params = parse_params(query, body)
             if route.signed:
                 self._authenticate(headers, query, body, params)
             payload = route.fn(self, params, self.clock.now_ms())
@@ -267,7 +203,7 @@ class PaperExchange:
         signature = params.get("signature")
         if not signature:
             raise ApiError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
-        signed = _without_signature(query.encode()) + _without_signature(body)
+        signed = without_signature(query.encode()) + without_signature(body)
         expected = hmac.new(self._secret, signed, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature.lower()):
             raise ApiError(-1022, "Signature for this request is not valid.")
@@ -432,6 +368,8 @@ class _Route:
     signed: bool = False
 
 
+_NO_FUTURES = _Route(lambda ex, p, now: {"timezone": "UTC", "serverTime": now, "rateLimits": [],
+                                          "exchangeFilters": [], "symbols": []})
 ROUTES: dict[tuple[str, str], _Route] = {
     ("GET", "ping"): _Route(lambda ex, p, now: {}),
     ("GET", "time"): _Route(lambda ex, p, now: {"serverTime": now}),
@@ -454,118 +392,6 @@ ROUTES: dict[tuple[str, str], _Route] = {
 }
 
 
-def _endpoint_name(path: str) -> str:
-    path = path.split("?", 1)[0]
-    for prefix in ("/api/v3/", "/api/v1/"):
-        if path.startswith(prefix):
-            return path[len(prefix):]
-    return path.strip("/")
-
-
-def _parse_params(query: str, body: bytes) -> dict[str, str]:
-    params: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(body.decode(), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(-1100, "Illegal characters found in a parameter.") from None
-    for key, value in pairs:
-        if key in params:
-            raise ApiError(-1101, f"Duplicate values for parameter '{key}'.")
-        params[key] = value
-    return params
-
-
-def _without_signature(raw: bytes) -> bytes:
-    if not raw:
-        return b""
-    return b"&".join(p for p in raw.split(b"&") if not p.startswith(b"signature="))
-
-
-def _fault_reply(fault: Fault, method: str, name: str) -> tuple[int, object, dict]:
-    if fault.kind == "disconnect":
-        return 0, None, {}
-    if fault.kind == "rate_limit":
-        return 429, {"code": fault.code or -1003, "msg": fault.msg or "Too much request weight used; current limit "
-                     "is 6000 request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid "
-                     "polling the API."}, {"Retry-After": "1"}
-    if fault.kind == "ban":
-        return 418, {"code": fault.code or -1003, "msg": fault.msg or "Way too much request weight used; IP banned "
-                     "until 1. Please use WebSocket Streams for live updates to avoid bans."}, {"Retry-After": "1"}
-    if fault.kind == "reject":
-        return 400, {"code": fault.code or -2010, "msg": fault.msg or "Order rejected by the paper exchange."}, {}
-    return fault.status, {"code": fault.code or -1001,
-                          "msg": fault.msg or "Internal error; unable to process your request. Please try again."}, {}
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-    exchange: PaperExchange
-
-    def handle_error(self, request, client_address) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):       # a client that went away: nothing to report
-            return
-        log.exception("paper exchange: unexpected error from %s", client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 60
-    server: _Server
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def log_message(self, format: str, *args) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _serve(self, method: str) -> None:
-        path, _, query = self.path.partition("?")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._reply(400, {"code": -1100, "msg": "Illegal characters found in header 'Content-Length'."}, {})
-            self.close_connection = True
-            return
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:             # the client went away mid-request
-            self.close_connection = True
-            return
-        status, payload, headers = self.server.exchange.handle(method, path, query, body, self.headers)
-        if payload is None:
-            self.close_connection = True
-            return
-        self._reply(status, payload, headers)
-
-    def _reply(self, status: int, payload: object, headers: dict) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-
-
 def parse_balances(items) -> dict[str, float]:
     """``["USDT=10000", "BTC=0.5"]`` → ``{"USDT": 10000.0, "BTC": 0.5}`` (a UserError names a bad item)."""
     from harness.errors import UserError
@@ -583,4 +409,80 @@ def parse_balances(items) -> dict[str, float]:
     return out
 
 
-__all__ = ["PaperExchange", "Faults", "Fault", "ManualClock", "ReplayClock", "default_rules", "parse_balances"]
+def choose_exchange(store: Store, symbols: list[str], timeframe: str, exchange: str | None) -> str:
+    """The datasets exchange to replay: ``exchange`` if given, else ``binance`` or ``synthetic``
+    (whichever records every symbol), else the first exchange that does."""
+    def has_all(ex: str) -> bool:
+        return all(store.stored_timeframes(ex, s) for s in symbols)
+
+    if exchange is not None:
+        return exchange
+    candidates = ["binance", "synthetic"] + [e for e in store.exchanges() if e not in ("binance", "synthetic")]
+    for ex in candidates:
+        if has_all(ex):
+            return ex
+    recorded = ", ".join(f"{e} {s} {tf}" for e, s, tf in store.series()) or "nothing"
+    raise DatasetError(f"no exchange in {store.root} records {', '.join(symbols)} (recorded: {recorded}); "
+                       "import or synthesise data first, e.g. python cli.py data synth --symbols BTC/USDT")
+
+
+def serve(store: Store, config, symbols=None, *, port: int = 8765, speed: float = 1.0,
+          balances: dict[str, float] | None = None, api_key: str | None = None, api_secret: str | None = None,
+          exchange: str | None = None, timeframe: str = "1m", start: int | None = None, seed: int = 0,
+          fee_asset: str = "received", announce: Callable[[str], None] = print,
+          stop: threading.Event | None = None) -> None:
+    """``exchange serve``: run the paper exchange until SIGINT/SIGTERM (or ``stop`` is set).
+
+    Fees, slippage and the volume cap come from ``config``; keys from the arguments, else the
+    config file's ``[execution]``, else ``QT_EXECUTION_BINANCE_API_KEY`` / ``_SECRET``.
+    """
+    import os
+    import signal
+
+    from harness.errors import UserError
+
+    if symbols is None:
+        ex = exchange or "binance"
+        symbols = sorted({s for e, s, tf in store.series() if e == ex and tf == timeframe})
+        if not symbols:
+            raise DatasetError(f"nothing recorded under exchange={ex} at {timeframe}: pass --symbols / --exchange")
+    symbols = [normalize_symbol(s) for s in symbols]
+    exchange = choose_exchange(store, symbols, timeframe, exchange)
+    execution = getattr(config, "execution", None)
+    key = api_key or _reveal(getattr(execution, "api_key", None)) or os.environ.get("QT_EXECUTION_BINANCE_API_KEY")
+    secret = (api_secret or _reveal(getattr(execution, "api_secret", None))
+              or os.environ.get("QT_EXECUTION_BINANCE_API_SECRET"))
+    paper = PaperExchange(store, symbols, exchange=exchange, timeframe=timeframe, start=start, speed=speed,
+                          balances=balances, api_key=key or "", api_secret=secret or "",
+                          fill_config=FillConfig.from_config(config) if config is not None else None,
+                          fee_asset=fee_asset, seed=seed, port=port)
+    try:
+        paper.start()
+    except OSError as exc:
+        raise UserError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): choose another --port") from None
+    stop = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        first = paper.to_exchange_time(paper.start_data)
+        announce(f"paper exchange listening on {paper.url}  ({', '.join(symbols)} from exchange={exchange}, "
+                 f"{timeframe} bars, speed {speed:g}x; replaying {ms_to_iso(paper.start_data)} as "
+                 f"{ms_to_iso(first)}; balances "
+                 f"{', '.join(f'{a}={f:g}' for a, (f, _) in paper.account.balances(paper.now()).items() if f)})")
+        stop.wait()
+    finally:
+        paper.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _reveal(value) -> str | None:
+    if value is None:
+        return None
+    return value.reveal() if hasattr(value, "reveal") else str(value)
+
+
+__all__ = ["PaperExchange", "Faults", "Fault", "ManualClock", "ReplayClock", "parse_balances", "serve",
+           "choose_exchange"]

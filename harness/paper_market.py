@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from harness.datasets import Bars, resample
+from harness.bars import Bars, resample
 from harness.fills import round_step
 from harness.model import MarketRules, base_quote, exchange_symbol, normalize_symbol, timeframe_ms
 
@@ -232,10 +232,10 @@ class ReplayedMarket:
         rows = []
         for i in idx:
             t = int(window.ts[i])
-            quote = float(qv[i]) if qv is not None else float(window.close[i] * window.volume[i])
+            quote = float(qv[i]) if qv is not None and np.isfinite(qv[i]) else float(window.close[i] * window.volume[i])
+            count = int(trades[i]) if trades is not None and np.isfinite(trades[i]) else 0
             rows.append([t, fmt(window.open[i]), fmt(window.high[i]), fmt(window.low[i]), fmt(window.close[i]),
-                         fmt(window.volume[i]), t + step - 1, fmt(quote),
-                         int(trades[i]) if trades is not None else 0, "0.00000000", "0.00000000", "0"])
+                         fmt(window.volume[i]), t + step - 1, fmt(quote), count, "0.00000000", "0.00000000", "0"])
         return rows
 
     # -- tickers and book -----------------------------------------------------------------------
