@@ -168,10 +168,13 @@ def recover(folder: Path) -> bool:
 def _roll_back(entries: list[dict], created_dirs: list[Path]) -> None:
     for entry in entries:
         target = Path(entry["target"])
-        if entry["backup"]:
-            if Path(entry["backup"]).exists():
-                os.replace(entry["backup"], target)
-        else:
+        backup = entry["backup"]
+        if backup and os.path.exists(backup):
+            if os.path.exists(target) and os.path.samefile(backup, target):
+                os.unlink(backup)          # never replaced (rename of a hard link to itself is a no-op)
+            else:
+                os.replace(backup, target)
+        elif not backup:
             target.unlink(missing_ok=True)
     _remove_empty(created_dirs)
 
