@@ -1,0 +1,1 @@
+"""Test helpers: scripted strategies and small synthetic markets for replay tests."""
