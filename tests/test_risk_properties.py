@@ -21,7 +21,7 @@ REL = 1e-9          # float noise allowed at a boundary
 EXPOSURE_LIMITS = {"max_order_notional", "max_position_notional", "max_gross_exposure", "max_daily_loss_pct",
                    "halted"}
 
-PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def opt(strategy):
