@@ -144,10 +144,21 @@ def build_cerebro(plan: ReplayPlan, broker, recorder: Recorder, mode: str) -> tu
         cerebro.adddata(feed, name=symbol)
         feeds.append(feed)
     context = StrategyContext(plan.config, mode, plan.symbols, plan.timeframe, plan.rules, recorder)
-    strategy_cls = type(plan.strategy_cls.__name__, (plan.strategy_cls,), {"harness": context})
-    cerebro.addstrategy(strategy_cls, **plan.params)
+    cerebro.addstrategy(bind_strategy(plan.strategy_cls, context), **plan.params)
     cerebro.setbroker(broker)
     return cerebro, feeds
+
+
+def bind_strategy(cls: type, context: StrategyContext) -> type:
+    """A subclass of the user's strategy that knows its run and introduces itself to the broker
+    (the kill switch sends its flattening orders on the strategy's behalf)."""
+
+    def start(self):
+        self.broker.strategy = self
+        super(bound, self).start()
+
+    bound = type(cls.__name__, (cls,), {"harness": context, "start": start})
+    return bound
 
 
 def equity_table(plan: ReplayPlan, changes: list[tuple[int, float, dict[str, float]]], cash: float):
@@ -241,8 +252,7 @@ def run_replay(plan: ReplayPlan, journal: Journal, progress: Callable[[int, int]
     broker.attach(feeds)
     clock = time.perf_counter()
     try:
-        strategies = cerebro.run()
-        broker._strategy = strategies[0]
+        cerebro.run()
     except Exception as exc:
         journal.update_run(run_id, status="failed", finished_at=now_ms())
         info.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=ms_to_iso(now_ms()))

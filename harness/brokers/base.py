@@ -51,6 +51,7 @@ class HarnessBroker(bt.BrokerBase):
         self.bt_positions: dict[object, bt.Position] = {}
         self.open_orders: dict[int, tuple[bt.Order, Order]] = {}
         self.halted = False
+        self.strategy = None          # the run's strategy, set when it starts
         self.on_halt: Callable[[int, str], None] | None = None
         self._order_seq = 0
         self._fill_seq = 0
@@ -263,7 +264,6 @@ class HarnessBroker(bt.BrokerBase):
             self.on_halt(ts, detail)
 
     def _owner_of(self, data):
-        owner = getattr(self, "_strategy", None)
-        if owner is None:
+        if self.strategy is None:
             raise RuntimeError("kill switch before the strategy started")
-        return owner
+        return self.strategy

@@ -13,6 +13,7 @@ import backtrader as bt
 
 from harness import fills as fm
 from harness.brokers.base import HarnessBroker
+from harness.feed import num_to_ms
 from harness.model import Fill, Liquidity, MarketRules, Order, OrderType, Side
 
 
@@ -145,11 +146,16 @@ class PaperBroker(HarnessBroker):
 
     def _watch(self) -> None:
         """Equity for the drawdown and daily-loss limits (only when such limits are set)."""
-        ts = 0
+        portfolio = self.portfolio
+        equity = portfolio.cash
+        num = 0.0
         for data in self._datas:
             if len(data):
-                self.portfolio.prices[data.symbol] = data.close[0]
-                ts = max(ts, self.now_ms(data))
-        decision = self.risk_state.on_equity(ts, self.portfolio.equity())
+                close = data.close[0]
+                portfolio.prices[data.symbol] = close
+                equity += portfolio.qty(data.symbol) * close
+                num = max(num, data.datetime[0])
+        ts = num_to_ms(num)
+        decision = self.risk_state.on_equity(ts, equity)
         if decision is not None and not self.halted:
             self.kill_switch(ts, self._datas, decision.reason, decision.info)
