@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The embedded default: 30 days of seeded synthetic BTC/USDT bars, replayed through sma_cross on
+# 15m bars with the staging risk profile; writes the journal and an HTML report under reports/.
 demo: install
 	$(BIN)/python cli.py data synth --symbols BTC/USDT --days 30 --scenario trend --seed 7
-	@echo "demo: data step done (replay is not built yet)"
+	$(BIN)/python cli.py replay --days 30 --symbols BTC/USDT --timeframe 15m --strategy sma_cross \
+	    --profile staging --set run.exchange=synthetic
+	@echo "demo: done. Open the report printed above; list runs with: $(BIN)/python cli.py runs"
 
 test: install
 	$(BIN)/python -m pytest -q
