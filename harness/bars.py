@@ -163,10 +163,13 @@ def infer_timeframe(ts: np.ndarray, what: str = "input") -> str:
     if len(ts) < 2:
         raise DatasetError(f"{what}: need at least two bars to tell the timeframe; pass --timeframe")
     diffs = np.diff(np.asarray(ts, np.int64))
-    if (diffs <= 0).any():
-        i = int(np.flatnonzero(diffs <= 0)[0])
-        kind = "duplicate" if diffs[i] == 0 else "unsorted"
-        raise DatasetError(f"{what}: {kind} timestamps at {ms_to_iso(int(ts[i + 1]))}; sort and de-duplicate the file")
+    if (diffs < 0).any():
+        i = int(np.flatnonzero(diffs < 0)[0])
+        raise DatasetError(f"{what}: timestamps are not sorted ({ms_to_iso(int(ts[i + 1]))} comes after "
+                           f"{ms_to_iso(int(ts[i]))}); sort the file by time")
+    if (diffs == 0).any():
+        i = int(np.flatnonzero(diffs == 0)[0])
+        raise DatasetError(f"{what}: duplicate timestamp {ms_to_iso(int(ts[i]))}; remove the duplicate rows")
     if (diffs == diffs[0]).all():
         step = int(diffs[0])
     else:

@@ -235,7 +235,7 @@ def _canonical(table: pa.Table, what: str) -> dict[str, pa.ChunkedArray]:
             expected = "a time column (ts, open_time, date, timestamp, datetime or time)" if canonical == "ts" \
                 else f"a '{canonical}' column"
             found_names = ", ".join(map(str, table.column_names)) or "none"
-            raise DatasetError(f"{what}: no {expected}; columns found: {found_names}")
+            raise DatasetError(f"{what}: missing {expected}; columns found: {found_names}")
     return out
 
 
