@@ -61,6 +61,8 @@ from harness.model import (
 )
 
 log = logging.getLogger("harness.exchange")
+_CCXT_LOG = logging.getLogger("harness.exchange.ccxt")
+_CCXT_LOG.disabled = True
 
 TESTNET_HOSTS = frozenset({"testnet.binance.vision", "testnet.binancefuture.com"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -157,6 +159,7 @@ class ExchangeClient:
         loopback = self.mode == "loopback"
         self._ccxt = ccxt.binance({
             "apiKey": key or "", "secret": secret or "",
+            "logger": _CCXT_LOG,                      # ccxt's debug lines carry the key header: silenced
             "enableRateLimit": not loopback,          # real endpoints: ccxt's limiter; loopback: none
             "timeout": int(timeout_s * 1000),
             "options": {
@@ -388,7 +391,7 @@ class ExchangeClient:
 
     def _translate(self, exc: BaseException, order: bool = False) -> errors.ExchangeError:
         text = self.scrub(str(exc))
-        code = _binance_code(text)
+        code = getattr(exc, "binance_code", None) or _binance_code(text)
         if isinstance(exc, ccxt.AuthenticationError) or code in (-1022, -2014, -2015):
             return errors.AuthenticationFailed(f"exchange refused the API key or signature: {text}", code)
         if isinstance(exc, ccxt.InvalidNonce):
@@ -416,9 +419,13 @@ class ExchangeClient:
             check_endpoint(url)
             endpoint = f"{method} {urlsplit(url).path}"
             started = time.perf_counter()
+            self._ccxt.last_http_response = None
             try:
                 result = inner(url, method, headers, body)
             except BaseException as exc:
+                code = _binance_code(self._ccxt.last_http_response or "")
+                if code is not None:
+                    exc.binance_code = code
                 kind = "temporary" if isinstance(exc, ccxt.OperationFailed) and not isinstance(exc, ccxt.InvalidNonce) \
                     else "permanent"
                 self._record(endpoint, started, False, kind, self.scrub(str(exc))[:300])

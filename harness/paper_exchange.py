@@ -111,6 +111,9 @@ class PaperExchange:
                                     fill_config or FillConfig(), fee_asset)
         self.faults = Faults()
         self.requests = 0
+        #: (method, endpoint, sorted parameter names) of each request, when ``record`` is on (tests)
+        self.request_log: list[tuple[str, str, tuple[str, ...]]] = []
+        self.record = False
         self._stopping = threading.Event()
         self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -125,7 +128,7 @@ class PaperExchange:
         self._server.exchange = self
         if isinstance(self.clock, ReplayClock):
             self.clock.start()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name=f"paper-exchange-{self.port}", daemon=True)
         self._thread.start()
         return self
@@ -178,12 +181,15 @@ class PaperExchange:
         if method == "GET" and path in ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo"):
             route = _NO_FUTURES      # a client that loads all market types gets spot markets only
         try:
+            params = parse_params(query, body)
+            if self.record:
+                self.request_log.append((method, name, tuple(sorted(params))))
             if route is None:
                 raise ApiError(-1020, "This operation is not supported.", 404)
-            params = parse_params(query, body)
             if route.signed:
                 self._authenticate(headers, query, body, params)
-            payload = route.fn(self, params, self.clock.now_ms())
+            with self.account.lock:          # one request at a time sees and moves the book
+                payload = route.fn(self, params, self.clock.now_ms())
             status = 200
         except ApiError as exc:
             status, payload = exc.status, {"code": exc.code, "msg": exc.msg}

@@ -153,7 +153,8 @@ class Handler(BaseHTTPRequestHandler):
         self._serve("PUT")
 
     def log_message(self, format: str, *args) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        """Request lines at debug level, without their query (signed requests carry a signature)."""
+        log.debug("%s %s %s", self.command, self.path.split("?", 1)[0], " ".join(str(a) for a in args[1:]))
 
     def _serve(self, method: str) -> None:
         path, _, query = self.path.partition("?")
