@@ -27,7 +27,6 @@ from tests.exchange_support import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("contract") / "datasets")
