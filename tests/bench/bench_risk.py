@@ -12,10 +12,10 @@ STAGING = RiskLimits(max_order_notional=12_000.0, max_position_notional=12_000.0
                      max_open_orders=10, max_orders_per_minute=20, price_band_pct=5.0, max_daily_loss_pct=3.0,
                      max_drawdown_pct=10.0)
 TS = 1_750_000_000_000
-N = 200_000
+N = 20_000
 
 
-def per_call_ns(fn, n: int = N, repeat: int = 5) -> float:
+def per_call_ns(fn, n: int = N, repeat: int = 30) -> float:
     """Fastest of ``repeat`` runs of ``fn(n)``, in ns per call (loop overhead included)."""
     best = float("inf")
     for _ in range(repeat):
