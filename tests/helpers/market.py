@@ -153,7 +153,6 @@ def broker_replay(tmp: Path, series: list[Bars], script: list[dict], rules=None,
                          limits=RiskLimits.from_config(config.risk), recorder=recorder, quote_asset="USDT")
     cerebro, feeds = build_cerebro(plan, broker, recorder, "replay")
     broker.attach(feeds)
-    strategies = cerebro.run()
-    broker._strategy = strategies[0]
+    cerebro.run()
     seen = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     return BrokerRun(recorder.tables(), broker, seen)

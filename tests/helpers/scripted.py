@@ -6,7 +6,9 @@ of bar ``bar`` (1-based, the strategy's clock):
 - an order: ``{"bar": 1, "side": "buy", "type": "market" | "limit" | "stop", "qty": 1.0,
   "price": 99.5, "symbol": 0, "tag": "a"}`` (``symbol`` is the index of the data, default 0;
   ``price`` is the limit or the stop price);
-- a cancel: ``{"bar": 3, "cancel": "a"}`` (the order tagged ``a``).
+- a cancel: ``{"bar": 3, "cancel": "a"}`` (the order tagged ``a``);
+- a model prediction to journal: ``{"bar": 2, "signal": 0.4, "confidence": 0.7, "symbol": 0}``;
+- a market sell of the whole holding: ``{"bar": 9, "flatten": true, "symbol": 0}``.
 
 ``log`` (a path, optional) receives one JSON line per order notification the strategy sees:
 ``{"bar", "tag", "status", "reason", "executed_size", "executed_price"}``.
@@ -49,6 +51,12 @@ class Scripted(HarnessStrategy):
                 self.cancel(self.tagged[step["cancel"]])
                 continue
             data = self.datas[int(step.get("symbol", 0))]
+            if "signal" in step:
+                self.emit_signal(data, step["signal"], step["confidence"], "scripted-1", acted=False)
+                continue
+            if step.get("flatten"):
+                self.exit_position(data)
+                continue
             kwargs = {"data": data, "size": float(step["qty"]), "exectype": EXEC[step.get("type", "market")]}
             if step.get("price") is not None:
                 kwargs["price"] = float(step["price"])
