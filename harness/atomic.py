@@ -9,6 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,10 +97,30 @@ class Transaction:
 
     def stage_parquet(self, path: Path, table: pa.Table) -> None:
         """Write ``table`` to a temporary that ``commit`` will move onto ``path``."""
-        self._make_dirs(path.parent)
-        tmp = _tmp_for(path)
-        self.staged.append((tmp, path))
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        self.stage_many([(path, table)])
+
+    def stage_many(self, items: list[tuple[Path, pa.Table]], threads: int | None = None) -> None:
+        """:meth:`stage_parquet` for many files, encoded in a few threads (Parquet writing
+        releases the GIL); the first failure is raised after every thread has finished."""
+        jobs = []
+        for path, table in items:
+            self._make_dirs(path.parent)
+            tmp = _tmp_for(path)
+            self.staged.append((tmp, path))
+            jobs.append((tmp, table))
+
+        def write(job: tuple[Path, pa.Table]) -> None:
+            pq.write_table(job[1], job[0], compression="zstd", write_statistics=True)
+
+        threads = min(4, os.cpu_count() or 1) if threads is None else threads
+        if len(jobs) < 4 or threads <= 1:
+            for job in jobs:
+                write(job)
+            return
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="atomic-stage") as pool:
+            futures = [pool.submit(write, job) for job in jobs]
+        for future in futures:
+            future.result()
 
     def commit(self) -> None:
         """Move every staged file onto its target, all or none."""

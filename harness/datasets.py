@@ -163,8 +163,7 @@ class Store:
             if pending:
                 txn = atomic.Transaction(self.root)
                 try:
-                    for path, merged in pending.items():
-                        txn.stage_parquet(path, merged.to_table())
+                    txn.stage_many([(path, merged.to_table()) for path, merged in pending.items()])
                     txn.commit()
                 except BaseException:
                     txn.abort()
