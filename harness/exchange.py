@@ -280,7 +280,7 @@ class ExchangeClient:
         self._markets()
         request_id = _current_request_id(self)
         attempt, last_error = 0, None
-        must_look_up = False
+        must_look_up = resynced = False
         while attempt <= self.retries:
             if must_look_up:
                 try:
@@ -296,6 +296,11 @@ class ExchangeClient:
                 raw = self._raw_call(request_id, "create_order", symbol, ccxt_type, side.value, qty, price, params)
                 return _order_from_ccxt(raw, symbol)
             except ccxt.BaseError as exc:
+                if isinstance(exc, ccxt.InvalidNonce) and self.mode == "testnet" and not resynced:
+                    resynced = True                   # -1021 is refused before execution: safe to resend
+                    with self._lock:
+                        self._ccxt.load_time_difference()
+                    continue
                 translated = self._translate(exc, order=True)
                 if "Duplicate order sent" in str(exc):
                     return self._lookup_after_unknown(symbol, cid, request_id)

@@ -107,6 +107,7 @@ class PaperAccount:
         self.orders: dict[int, PaperOrder] = {}
         self.trades: list[PaperTrade] = []
         self._open: dict[int, PaperOrder] = {}
+        self._open_cids: dict[str, int] = {}          # client order id → order id, open orders only
         self._next_order = 1
         self._next_trade = 1
         start = market.now()
@@ -122,11 +123,11 @@ class PaperAccount:
                 after = self._processed[symbol]
                 if now <= after:
                     continue
-                if any(o.symbol == symbol for o in self._open.values()):
+                resting = [o for o in self._open.values() if o.symbol == symbol]     # in order-id order
+                if resting:
                     for bar in self.market.closed_between(symbol, after, now):
-                        for order in sorted((o for o in self._open.values() if o.symbol == symbol),
-                                            key=lambda o: o.order_id):
-                            if order.last_bar < bar.ts and order.time < bar.ts + self.market.tf:
+                        for order in resting:
+                            if order.is_open and order.last_bar < bar.ts and order.time < bar.ts + self.market.tf:
                                 self._match(order, bar, bar.ts + self.market.tf)
                 self._processed[symbol] = now
 
@@ -198,7 +199,7 @@ class PaperAccount:
             if cid is not None and not _CLIENT_ID_RE.match(cid):
                 raise ApiError(-1100, f"Illegal characters found in parameter 'newClientOrderId'; legal range is "
                                       f"'{CLIENT_ID_RANGE}'.")
-            if cid is not None and any(o.client_order_id == cid for o in self._open.values()):
+            if cid is not None and cid in self._open_cids:
                 raise ApiError(-2010, "Duplicate order sent.")
             bar = self.market.current_bar(symbol, now)
             if bar is None:
@@ -233,6 +234,7 @@ class PaperAccount:
             self._move(lock_asset, -lock, lock)
             self.orders[order.order_id] = order
             self._open[order.order_id] = order
+            self._open_cids[order.client_order_id] = order.order_id
             if otype is OrderType.MARKET:
                 self._match(order, bar, now)
             self.update_time = now
@@ -361,6 +363,8 @@ class PaperAccount:
             self._move(order.lock_asset, order.locked, -order.locked)
             order.locked = 0.0
         self._open.pop(order.order_id, None)
+        if self._open_cids.get(order.client_order_id) == order.order_id:
+            del self._open_cids[order.client_order_id]
 
 
 # -- wire formats ----------------------------------------------------------------------------------

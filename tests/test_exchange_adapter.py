@@ -106,6 +106,7 @@ def test_orders_balances_and_trades(client, paper):
     assert limit.status is OrderStatus.NEW and limit.price == 50_000.0
     assert client.fetch_balances()["USDT"][1] == pytest.approx(1000.0)
     assert [o.client_order_id for o in client.fetch_open_orders("BTC/USDT")] == ["qt-2"]
+    assert [o.client_order_id for o in client.fetch_open_orders()] == ["qt-2"]            # every symbol
     assert client.fetch_order("BTC/USDT", client_order_id="qt-2").exchange_order_id == limit.exchange_order_id
     canceled = client.cancel_order("BTC/USDT", client_order_id="qt-2")
     assert canceled.status is OrderStatus.CANCELED and canceled.client_order_id == "qt-2"
