@@ -342,6 +342,17 @@ class RiskState:
         if limit:
             self.denials_by_limit[limit] = self.denials_by_limit.get(limit, 0) + 1
 
+    def restore(self, ts: int, peak_equity: float, day_start_equity: float,
+                day_low_equity: float | None = None) -> None:
+        """Pick up a resumed run: its equity peak, and the starting (and lowest) equity of the
+        UTC day that ``ts`` falls in. Fires nothing; the next :meth:`on_equity` judges the drawdown."""
+        self.peak_equity = peak_equity
+        if self._dd_factor is not None:
+            self._dd_floor = peak_equity * self._dd_factor
+        self._day_end = (ts // DAY_MS + 1) * DAY_MS
+        self.day_start_equity = day_start_equity
+        self.day_low_equity = day_start_equity if day_low_equity is None else day_low_equity
+
     def halt(self) -> None:
         """Refuse everything but reductions from now on (e.g. a resumed halted run)."""
         self.halted = True

@@ -252,6 +252,21 @@ def test_resumed_state_keeps_its_peak_and_halt():
     assert halted.on_equity(NOON, 10_000.0) is None and halted.on_equity(NOON + 1, 1.0) is None
 
 
+def test_restore_picks_up_peak_and_day_of_a_resumed_run():
+    lim = RiskLimits(max_drawdown_pct=10.0, max_daily_loss_pct=3.0)
+    state = RiskState(lim)
+    state.restore(NOON, peak_equity=12_000.0, day_start_equity=10_000.0, day_low_equity=9_800.0)
+    assert (state.day_start_equity, state.day_low_equity) == (10_000.0, 9_800.0)
+    assert state.on_equity(NOON + MINUTE_MS, 10_800.01) is None       # same day: no new day start
+    assert state.day_start_equity == 10_000.0
+    book = state.book(ts=NOON + MINUTE_MS, cash=0.0, equity=10_800.01, positions={}, prices={})
+    assert RiskGuard(lim).check(order(1.0), book) is APPROVED          # day low 2% down: within 3%
+    state.restore(NOON, peak_equity=12_000.0, day_start_equity=11_200.0)
+    denied(RiskGuard(lim).check(order(1.0), state.book(ts=NOON + 2, cash=0.0, equity=10_850.0, positions={},
+                                                      prices={})), "max_daily_loss_pct")
+    assert state.on_equity(NOON + 3, 10_800.0).peak_equity == 12_000.0   # 10% below the restored peak
+
+
 def test_daily_loss_rolls_over_at_utc_midnight():
     lim = RiskLimits(max_daily_loss_pct=3.0)
     guard, state = RiskGuard(lim), RiskState(lim)
