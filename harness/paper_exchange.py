@@ -245,7 +245,7 @@ class PaperExchange:
         rows = [fn(s) for s in (chosen or self.market.symbols)]
         return rows[0] if params.get("symbol") else rows
 
-    def ep_exchange_info(self, params, now):
+    def _ep_exchange_info(self, params, now):
         rules_ok = self._symbols_param(params) or list(self.market.symbols)
         return {"timezone": "UTC", "serverTime": now,
                 "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
@@ -276,7 +276,7 @@ class PaperExchange:
             "allowedSelfTradePreventionModes": ["NONE"],
         }
 
-    def ep_klines(self, params, now):
+    def _ep_klines(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         interval = params.get("interval")
         if not interval:
@@ -284,21 +284,21 @@ class PaperExchange:
         return self.market.klines(symbol, interval, int_param(params, "startTime", None, 0),
                                   int_param(params, "endTime", None, 0), int_param(params, "limit", 500), now)
 
-    def ep_ticker_24h(self, params, now):
+    def _ep_ticker_24h(self, params, now):
         return self._one_or_all(params, lambda s: self.market.ticker_24h(s, now))
 
-    def ep_ticker_price(self, params, now):
+    def _ep_ticker_price(self, params, now):
         return self._one_or_all(params, lambda s: {"symbol": self.market.wire(s),
                                                    "price": fmt(self.market.price(s, now) or 0.0)})
 
-    def ep_book_ticker(self, params, now):
+    def _ep_book_ticker(self, params, now):
         def top(s):
             (bp, bq), (ap, aq) = self.market.top_of_book(s, now)
             return {"symbol": self.market.wire(s), "bidPrice": fmt(bp), "bidQty": fmt(bq), "askPrice": fmt(ap),
                     "askQty": fmt(aq)}
         return self._one_or_all(params, top)
 
-    def ep_depth(self, params, now):
+    def _ep_depth(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         limit = int_param(params, "limit", 100, 1, 5000)
         bids, asks = self.market.book(symbol, now, limit)
@@ -306,11 +306,11 @@ class PaperExchange:
         return {"lastUpdateId": (bar.index + 1) if bar else 0,
                 "bids": [[fmt(p), fmt(q)] for p, q in bids], "asks": [[fmt(p), fmt(q)] for p, q in asks]}
 
-    def ep_avg_price(self, params, now):
+    def _ep_avg_price(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         return {"mins": 5, "price": fmt(self.market.avg_price(symbol, now)), "closeTime": now}
 
-    def ep_account(self, params, now):
+    def _ep_account(self, params, now):
         balances = self.account.balances(now)
         omit = params.get("omitZeroBalances", "").lower() == "true"
         fee = self.account.config
@@ -326,41 +326,41 @@ class PaperExchange:
                          if not (omit and f == 0 and lk == 0)],
         }
 
-    def ep_new_order(self, params, now):
+    def _ep_new_order(self, params, now):
         order = self.account.place(params, now)
         resp = (params.get("newOrderRespType") or "FULL").upper()
         if resp not in ("ACK", "RESULT", "FULL"):
             resp = "FULL"
         return order_json(order, self.market.wire(order.symbol), "new", resp)
 
-    def ep_get_order(self, params, now):
+    def _ep_get_order(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         order = self.account.find(symbol, params.get("orderId"), params.get("origClientOrderId"), now)
         return order_json(order, self.market.wire(symbol))
 
-    def ep_cancel_order(self, params, now):
+    def _ep_cancel_order(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         order = self.account.cancel(symbol, params.get("orderId"), params.get("origClientOrderId"), now)
         return order_json(order, self.market.wire(symbol), "cancel", cancel_id=params.get("newClientOrderId"), now=now)
 
-    def ep_open_orders(self, params, now):
+    def _ep_open_orders(self, params, now):
         symbol = self.market.symbol(params["symbol"]) if params.get("symbol") else None
         return [order_json(o, self.market.wire(o.symbol)) for o in self.account.open_orders(symbol, now)]
 
-    def ep_cancel_open_orders(self, params, now):
+    def _ep_cancel_open_orders(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         orders = self.account.open_orders(symbol, now)
         return [order_json(self.account.cancel(symbol, str(o.order_id), None, now), self.market.wire(symbol),
                            "cancel", now=now) for o in orders]
 
-    def ep_all_orders(self, params, now):
+    def _ep_all_orders(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         rows = self.account.all_orders(symbol, now, int_param(params, "orderId", None, 0),
                                        int_param(params, "startTime", None, 0), int_param(params, "endTime", None, 0),
                                        int_param(params, "limit", 500, 1, 1000))
         return [order_json(o, self.market.wire(symbol)) for o in rows]
 
-    def ep_my_trades(self, params, now):
+    def _ep_my_trades(self, params, now):
         symbol = self.market.symbol(params.get("symbol"))
         rows = self.account.my_trades(symbol, now, int_param(params, "fromId", None, 0),
                                       int_param(params, "startTime", None, 0), int_param(params, "endTime", None, 0),
@@ -379,22 +379,22 @@ _NO_FUTURES = _Route(lambda ex, p, now: {"timezone": "UTC", "serverTime": now, "
 ROUTES: dict[tuple[str, str], _Route] = {
     ("GET", "ping"): _Route(lambda ex, p, now: {}),
     ("GET", "time"): _Route(lambda ex, p, now: {"serverTime": now}),
-    ("GET", "exchangeInfo"): _Route(PaperExchange.ep_exchange_info),
-    ("GET", "klines"): _Route(PaperExchange.ep_klines),
-    ("GET", "uiKlines"): _Route(PaperExchange.ep_klines),
-    ("GET", "ticker/24hr"): _Route(PaperExchange.ep_ticker_24h),
-    ("GET", "ticker/price"): _Route(PaperExchange.ep_ticker_price),
-    ("GET", "ticker/bookTicker"): _Route(PaperExchange.ep_book_ticker),
-    ("GET", "depth"): _Route(PaperExchange.ep_depth),
-    ("GET", "avgPrice"): _Route(PaperExchange.ep_avg_price),
-    ("GET", "account"): _Route(PaperExchange.ep_account, True),
-    ("POST", "order"): _Route(PaperExchange.ep_new_order, True),
-    ("GET", "order"): _Route(PaperExchange.ep_get_order, True),
-    ("DELETE", "order"): _Route(PaperExchange.ep_cancel_order, True),
-    ("GET", "openOrders"): _Route(PaperExchange.ep_open_orders, True),
-    ("DELETE", "openOrders"): _Route(PaperExchange.ep_cancel_open_orders, True),
-    ("GET", "allOrders"): _Route(PaperExchange.ep_all_orders, True),
-    ("GET", "myTrades"): _Route(PaperExchange.ep_my_trades, True),
+    ("GET", "exchangeInfo"): _Route(PaperExchange._ep_exchange_info),
+    ("GET", "klines"): _Route(PaperExchange._ep_klines),
+    ("GET", "uiKlines"): _Route(PaperExchange._ep_klines),
+    ("GET", "ticker/24hr"): _Route(PaperExchange._ep_ticker_24h),
+    ("GET", "ticker/price"): _Route(PaperExchange._ep_ticker_price),
+    ("GET", "ticker/bookTicker"): _Route(PaperExchange._ep_book_ticker),
+    ("GET", "depth"): _Route(PaperExchange._ep_depth),
+    ("GET", "avgPrice"): _Route(PaperExchange._ep_avg_price),
+    ("GET", "account"): _Route(PaperExchange._ep_account, True),
+    ("POST", "order"): _Route(PaperExchange._ep_new_order, True),
+    ("GET", "order"): _Route(PaperExchange._ep_get_order, True),
+    ("DELETE", "order"): _Route(PaperExchange._ep_cancel_order, True),
+    ("GET", "openOrders"): _Route(PaperExchange._ep_open_orders, True),
+    ("DELETE", "openOrders"): _Route(PaperExchange._ep_cancel_open_orders, True),
+    ("GET", "allOrders"): _Route(PaperExchange._ep_all_orders, True),
+    ("GET", "myTrades"): _Route(PaperExchange._ep_my_trades, True),
 }
 
 
