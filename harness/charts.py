@@ -9,9 +9,11 @@ series are reduced by :func:`downsample` to a min/max envelope of a few thousand
 
 from __future__ import annotations
 
+import functools
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,20 +25,25 @@ GREEN, RED, BLUE, GREY, ORANGE = "#1a7f37", "#cf222e", "#0b5cad", "#6e7781", "#b
 _ID = re.compile(r'\bid="([^"]+)"')
 
 
-def _plt():
-    import matplotlib
+_STYLE = {
+    "svg.fonttype": "none", "svg.hashsalt": "qt-report", "font.size": 9,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#d8dee4",
+    "grid.linewidth": 0.6, "axes.edgecolor": "#8c959f", "axes.titlesize": 10, "axes.titleweight": "bold",
+    "axes.titlelocation": "left", "xtick.color": "#57606a", "ytick.color": "#57606a",
+    "axes.labelcolor": "#57606a", "legend.frameon": False, "figure.dpi": 100,
+}
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "svg.fonttype": "none", "svg.hashsalt": "qt-report", "font.size": 9,
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#d8dee4",
-        "grid.linewidth": 0.6, "axes.edgecolor": "#8c959f", "axes.titlesize": 10, "axes.titleweight": "bold",
-        "axes.titlelocation": "left", "xtick.color": "#57606a", "ytick.color": "#57606a",
-        "axes.labelcolor": "#57606a", "legend.frameon": False, "figure.dpi": 100,
-    })
-    return plt
+def _styled(fn: Callable[..., str]) -> Callable[..., str]:
+    """Run a chart function under the report's matplotlib style, leaving global rcParams alone.
+    pyplot is never imported: figures are plain :class:`~matplotlib.figure.Figure` objects."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        import matplotlib
+
+        with matplotlib.rc_context(_STYLE):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +65,10 @@ def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tu
 
 def _figure(width: float, height: float, nrows: int = 1, **kw):
     """A figure with fixed margins in inches (no tight-bbox pass: one draw per chart)."""
-    plt = _plt()
-    fig, axes = plt.subplots(nrows, 1, figsize=(width, height), **kw)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(nrows, 1, **kw)
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.2 / width, top=1 - 0.38 / height, bottom=0.5 / height)
     return fig, axes
 
@@ -83,10 +92,8 @@ def _time_axis(ax) -> None:
 
 
 def _svg(fig, name: str) -> str:
-    plt = _plt()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    plt.close(fig)
     return clean_svg(buf.getvalue(), name)
 
 
@@ -112,6 +119,7 @@ def _empty(ax, message: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@_styled
 def equity_drawdown(ts: np.ndarray, equity: np.ndarray, drawdown_pct: np.ndarray, start_equity: float | None) -> str:
     """Equity on top, drawdown from the running peak beneath, on one time axis."""
     fig, (top, bottom) = _figure(WIDTH_IN, 4.8, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1.3], "hspace": 0.25})
@@ -134,6 +142,7 @@ def equity_drawdown(ts: np.ndarray, equity: np.ndarray, drawdown_pct: np.ndarray
     return _svg(fig, "equity")
 
 
+@_styled
 def exposure(ts: np.ndarray, gross_pct: np.ndarray) -> str:
     """Gross exposure as a percentage of equity over time."""
     fig, ax = _figure(WIDTH_IN, 2.3)
@@ -159,6 +168,7 @@ def exposure(ts: np.ndarray, gross_pct: np.ndarray) -> str:
     return _svg(fig, "exposure")
 
 
+@_styled
 def price_with_trades(symbol: str, ts: np.ndarray, close: np.ndarray, entries: tuple[np.ndarray, np.ndarray],
                       exits: tuple[np.ndarray, np.ndarray], name: str) -> str:
     """A symbol's close with trade entries (▲) and exits (▼) marked."""
@@ -184,6 +194,7 @@ def price_with_trades(symbol: str, ts: np.ndarray, close: np.ndarray, entries: t
     return _svg(fig, name)
 
 
+@_styled
 def trade_returns(returns_pct: np.ndarray) -> str:
     """Histogram of closed trades' returns (after fees)."""
     fig, ax = _figure(WIDTH_IN / 2, 3.0)
@@ -202,6 +213,7 @@ def trade_returns(returns_pct: np.ndarray) -> str:
     return _svg(fig, "trade-returns")
 
 
+@_styled
 def daily_returns(days_ms: np.ndarray, returns_pct: np.ndarray) -> str:
     """One bar per UTC day: green up, red down."""
     fig, ax = _figure(WIDTH_IN / 2, 3.0)
@@ -217,6 +229,7 @@ def daily_returns(days_ms: np.ndarray, returns_pct: np.ndarray) -> str:
     return _svg(fig, "daily-returns")
 
 
+@_styled
 def calibration(buckets: Sequence[dict]) -> str:
     """Hit rate per confidence bucket against the diagonal of perfect calibration."""
     fig, ax = _figure(WIDTH_IN / 2, 3.0)
@@ -236,6 +249,7 @@ def calibration(buckets: Sequence[dict]) -> str:
     return _svg(fig, "calibration")
 
 
+@_styled
 def equity_overlay(series: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> str:
     """Several runs' returns since the common start (%), on one time axis."""
     fig, ax = _figure(WIDTH_IN, 3.0)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -103,8 +102,9 @@ def ms(values: Any) -> np.ndarray:
     return series.to_numpy(dtype=np.int64)
 
 
-def _time_ms(value: Any) -> int | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def time_ms(value: Any) -> int | None:
+    """Milliseconds for an ISO text, a timestamp or an int (None and NaN stay None)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     if isinstance(value, int | np.integer):
         return int(value)
@@ -140,7 +140,7 @@ def event_data(raw: Any) -> dict[str, Any]:
 def window_ms(run_json: dict[str, Any], run: dict[str, Any] | None = None) -> tuple[int | None, int | None]:
     """The run's window ``[start, end)`` in ms, from run.json (or the runs row)."""
     run = run or {}
-    return _time_ms(run_json.get("start") or run.get("start")), _time_ms(run_json.get("end") or run.get("end"))
+    return time_ms(run_json.get("start") or run.get("start")), time_ms(run_json.get("end") or run.get("end"))
 
 
 def bar_ms(run_json: dict[str, Any], equity: pd.DataFrame | None = None) -> int | None:
@@ -577,81 +577,6 @@ def compute(record: Any, prices: pd.DataFrame | None = None) -> dict[str, Value]
     out["calibration_error_pct"] = calibration_error_pct(calibration(outcomes))
     out["mean_confidence"] = mean_confidence(sig)
     return {name: out.get(name) for name in METRICS}
-
-
-def clip(record: Any, start: int, end: int) -> Any:
-    """The part of a run inside ``[start, end)`` (ms): rows by ``ts``, trades by ``opened_at``.
-
-    The window in ``run_json`` becomes the clipped one; for comparing two runs on common ground."""
-    def cut(frame: pd.DataFrame | None, column: str = "ts") -> pd.DataFrame | None:
-        if frame is None or frame.empty:
-            return frame
-        t = ms(frame[column])
-        return frame[(t >= start) & (t < end)].reset_index(drop=True)
-
-    rj = dict(record.run_json or {})
-    first = pd.Timestamp(start, unit="ms", tz="UTC").isoformat()
-    last = pd.Timestamp(end, unit="ms", tz="UTC").isoformat()
-    rj.update(start=first, end=last)
-    eq = cut(record.equity)
-    if eq is not None and not eq.empty:
-        rj["cash"] = float(eq["equity"].iloc[0])
-    rj.pop("bars", None)
-    rj.pop("data_quality", None)
-    return replace(record, run_json=rj, orders=cut(record.orders), fills=cut(record.fills),
-                   trades=cut(record.trades, "opened_at"), equity=eq, events=cut(record.events),
-                   signals=cut(record.signals))
-
-
-def match_trades(a: pd.DataFrame, b: pd.DataFrame, tolerance_ms: int
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Pair the trades of two runs by symbol and opening time (closest first, within tolerance).
-
-    Returns (matched, only_a, only_b); ``matched`` carries both sides' times and prices and the
-    entry/exit price differences of b against a in basis points."""
-    a = a.reset_index(drop=True) if a is not None else pd.DataFrame()
-    b = b.reset_index(drop=True) if b is not None else pd.DataFrame()
-    pairs: list[tuple[int, int, int]] = []
-    if not a.empty and not b.empty:
-        ta, tb = ms(a["opened_at"]), ms(b["opened_at"])
-        for symbol in sorted(set(a["symbol"]) & set(b["symbol"])):
-            ia = np.flatnonzero((a["symbol"] == symbol).to_numpy())
-            ib = np.flatnonzero((b["symbol"] == symbol).to_numpy())
-            order = np.argsort(tb[ib], kind="stable")
-            ib, sorted_tb = ib[order], tb[ib][order]
-            for i in ia:
-                lo = np.searchsorted(sorted_tb, ta[i] - tolerance_ms, "left")
-                hi = np.searchsorted(sorted_tb, ta[i] + tolerance_ms, "right")
-                pairs.extend((abs(int(sorted_tb[k] - ta[i])), int(i), int(ib[k])) for k in range(lo, hi))
-    pairs.sort()
-    used_a: set[int] = set()
-    used_b: set[int] = set()
-    rows = []
-    for _, i, j in pairs:
-        if i in used_a or j in used_b:
-            continue
-        used_a.add(i)
-        used_b.add(j)
-        ra, rb = a.iloc[i], b.iloc[j]
-        rows.append({"symbol": ra["symbol"], "opened_a": ra["opened_at"], "opened_b": rb["opened_at"],
-                     "entry_a": ra["entry_price"], "entry_b": rb["entry_price"],
-                     "entry_diff_bps": _bps(ra["entry_price"], rb["entry_price"]),
-                     "exit_a": ra["exit_price"], "exit_b": rb["exit_price"],
-                     "exit_diff_bps": _bps(ra["exit_price"], rb["exit_price"]),
-                     "pnl_a": ra["pnl"], "pnl_b": rb["pnl"]})
-    matched = pd.DataFrame(rows, columns=["symbol", "opened_a", "opened_b", "entry_a", "entry_b", "entry_diff_bps",
-                                          "exit_a", "exit_b", "exit_diff_bps", "pnl_a", "pnl_b"])
-    if not matched.empty:
-        matched = matched.sort_values(["opened_a", "symbol"], kind="stable", ignore_index=True)
-    only_a = a.drop(index=sorted(used_a)) if not a.empty else a
-    only_b = b.drop(index=sorted(used_b)) if not b.empty else b
-    return matched, only_a.reset_index(drop=True), only_b.reset_index(drop=True)
-
-
-def _bps(a: Any, b: Any) -> float | None:
-    if a is None or b is None or pd.isna(a) or pd.isna(b) or not a:
-        return None
-    return (float(b) / float(a) - 1.0) * 1e4
 
 
 def format_value(name: str, value: Value) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ def header(record: Any) -> dict[str, Any]:
     span = f" ({fmt_days((end - start) / DAY_MS)})" if start is not None and end is not None else ""
     rows = [
         ("Strategy", rj.get("strategy") or run.get("strategy") or "—"),
-        ("Parameters", ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"),
+        ("Parameters", ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}"
+                                 for k, v in sorted(params.items())) or "defaults"),
         ("Symbols", ", ".join(symbols)),
         ("Timeframe", rj.get("timeframe") or run.get("timeframe") or "—"),
         ("Window", f"{fmt_time(start)} → {fmt_time(end)}{span}"),
@@ -243,7 +245,7 @@ def trades_view(trades: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def _trade_row(t: Any) -> dict[str, str]:
-    opened, closed = mx._time_ms(t.opened_at), mx._time_ms(t.closed_at)
+    opened, closed = mx.time_ms(t.opened_at), mx.time_ms(t.closed_at)
     pnl = None if t.pnl is None or pd.isna(t.pnl) else float(t.pnl)
     return {"id": str(t.trade_id), "symbol": str(t.symbol), "opened": fmt_time(opened),
             "closed": fmt_time(closed) if closed is not None else "open",
@@ -259,7 +261,7 @@ def events_view(events: pd.DataFrame | None, kinds: tuple[str, ...]) -> dict[str
         return {"count": 0, "count_text": "0", "rows": [], "omitted": ""}
     chosen = events[events["kind"].isin(kinds)]
     n = len(chosen)
-    rows = [{"ts": fmt_time(mx._time_ms(e.ts)), "kind": str(e.kind), "symbol": str(e.symbol or ""),
+    rows = [{"ts": fmt_time(mx.time_ms(e.ts)), "kind": str(e.kind), "symbol": str(e.symbol or ""),
              "detail": _event_text(e.detail, e.data)} for e in chosen.iloc[:EVENTS_MAX].itertuples()]
     omitted = f"… {n - EVENTS_MAX:,} more not listed (first {EVENTS_MAX} of {n:,}) …" if n > EVENTS_MAX else ""
     return {"count": n, "count_text": f"{n:,}", "rows": rows, "omitted": omitted}
@@ -304,10 +306,10 @@ def alerts_view(events: pd.DataFrame | None) -> dict[str, Any]:
         data = mx.event_data(e.data)
         rule = str(data.get("rule", "?"))
         entry = rules.setdefault(rule, {"rule": rule, "n": 0, "severity": str(data.get("severity", "")),
-                                        "first": fmt_time(mx._time_ms(e.ts))})
+                                        "first": fmt_time(mx.time_ms(e.ts))})
         entry["n"] += 1
         if len(rows) < EVENTS_MAX:
-            rows.append({"ts": fmt_time(mx._time_ms(e.ts)), "rule": rule, "severity": str(data.get("severity", "")),
+            rows.append({"ts": fmt_time(mx.time_ms(e.ts)), "rule": rule, "severity": str(data.get("severity", "")),
                          "symbol": str(e.symbol or ""), "message": str(data.get("message") or e.detail or "")})
     n = len(alerts)
     view.update(count=n, count_text=f"{n:,}", rows=rows,
@@ -361,7 +363,7 @@ def config_view(rj: dict[str, Any]) -> dict[str, Any]:
             sections.append({"name": name, "rows": [{"key": k, "value": _config_value(v)} for k, v in body.items()]})
     scalars = [{"key": k, "value": _config_value(v)} for k, v in config.items() if not isinstance(v, dict)]
     if scalars:
-        sections.append({"name": "(top level)", "rows": scalars})
+        sections.append({"name": "profile", "rows": scalars})
     limits = [{"key": k, "value": _config_value(v)} for k, v in sorted((rj.get("risk_limits") or {}).items())]
     return {"sections": sections, "limits": limits}
 
@@ -392,7 +394,7 @@ def comparison_view(a: Any, prices_a: pd.DataFrame | None, b: Any, prices_b: pd.
                                          f"{fmt_time(b_start)} → {fmt_time(b_end)}")
         return view
     start, end = max(a_start, b_start), min(a_end, b_end)
-    ca, cb = mx.clip(a, start, end), mx.clip(b, start, end)
+    ca, cb = clip(a, start, end), clip(b, start, end)
     ma, mb = mx.compute(ca, prices_a), mx.compute(cb, prices_b)
     rows = [{"label": mx.METRICS[n][0], "name": n, "a": mx.format_value(n, ma[n]), "b": mx.format_value(n, mb[n]),
              "delta": format_delta(n, ma[n], mb[n])} for n in mx.METRICS if n not in ("data_coverage_pct",)]
@@ -402,13 +404,13 @@ def comparison_view(a: Any, prices_a: pd.DataFrame | None, b: Any, prices_b: pd.
         if eq is not None and not eq.empty:
             v = eq["equity"].to_numpy(dtype=float)
             series.append((label, mx.ms(eq["ts"]), (v / v[0] - 1.0) * 100.0))
-    matched, only_a, only_b = mx.match_trades(ca.trades, cb.trades, tolerance_ms=step)
+    matched, only_a, only_b = match_trades(ca.trades, cb.trades, tolerance_ms=step)
     entry = matched["entry_diff_bps"].dropna().to_numpy(dtype=float) if not matched.empty else np.empty(0)
     view.update(
         common=True, window=f"{fmt_time(start)} → {fmt_time(end)} ({fmt_days((end - start) / DAY_MS)})",
         rows=rows, chart=Markup(charts.equity_overlay(series)), tolerance=fmt_duration(step),
-        matched=[{"symbol": str(r.symbol), "opened_a": fmt_time(mx._time_ms(r.opened_a)),
-                  "opened_b": fmt_time(mx._time_ms(r.opened_b)), "entry_a": fmt_num(r.entry_a, 2),
+        matched=[{"symbol": str(r.symbol), "opened_a": fmt_time(mx.time_ms(r.opened_a)),
+                  "opened_b": fmt_time(mx.time_ms(r.opened_b)), "entry_a": fmt_num(r.entry_a, 2),
                   "entry_b": fmt_num(r.entry_b, 2), "entry_bps": fmt_bps(r.entry_diff_bps),
                   "exit_a": fmt_num(r.exit_a, 2), "exit_b": fmt_num(r.exit_b, 2), "exit_bps": fmt_bps(r.exit_diff_bps)}
                  for r in matched.iloc[:EVENTS_MAX].itertuples()],
@@ -419,6 +421,81 @@ def comparison_view(a: Any, prices_a: pd.DataFrame | None, b: Any, prices_b: pd.
         entry_bps_abs_median=fmt_bps(float(np.median(np.abs(entry)))) if len(entry) else "n/a",
         only_a=trades_view(only_a), only_b=trades_view(only_b))
     return view
+
+
+def clip(record: Any, start: int, end: int) -> Any:
+    """The part of a run inside ``[start, end)`` (ms): rows by ``ts``, trades by ``opened_at``.
+
+    The window in ``run_json`` becomes the clipped one; for comparing two runs on common ground."""
+    def cut(frame: pd.DataFrame | None, column: str = "ts") -> pd.DataFrame | None:
+        if frame is None or frame.empty:
+            return frame
+        t = mx.ms(frame[column])
+        return frame[(t >= start) & (t < end)].reset_index(drop=True)
+
+    rj = dict(record.run_json or {})
+    first = pd.Timestamp(start, unit="ms", tz="UTC").isoformat()
+    last = pd.Timestamp(end, unit="ms", tz="UTC").isoformat()
+    rj.update(start=first, end=last)
+    eq = cut(record.equity)
+    if eq is not None and not eq.empty:
+        rj["cash"] = float(eq["equity"].iloc[0])
+    rj.pop("bars", None)
+    rj.pop("data_quality", None)
+    return replace(record, run_json=rj, orders=cut(record.orders), fills=cut(record.fills),
+                   trades=cut(record.trades, "opened_at"), equity=eq, events=cut(record.events),
+                   signals=cut(record.signals))
+
+
+def match_trades(a: pd.DataFrame, b: pd.DataFrame, tolerance_ms: int
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Pair the trades of two runs by symbol and opening time (closest first, within tolerance).
+
+    Returns (matched, only_a, only_b); ``matched`` carries both sides' times and prices and the
+    entry/exit price differences of b against a in basis points."""
+    a = a.reset_index(drop=True) if a is not None else pd.DataFrame()
+    b = b.reset_index(drop=True) if b is not None else pd.DataFrame()
+    pairs: list[tuple[int, int, int]] = []
+    if not a.empty and not b.empty:
+        ta, tb = mx.ms(a["opened_at"]), mx.ms(b["opened_at"])
+        for symbol in sorted(set(a["symbol"]) & set(b["symbol"])):
+            ia = np.flatnonzero((a["symbol"] == symbol).to_numpy())
+            ib = np.flatnonzero((b["symbol"] == symbol).to_numpy())
+            order = np.argsort(tb[ib], kind="stable")
+            ib, sorted_tb = ib[order], tb[ib][order]
+            for i in ia:
+                lo = np.searchsorted(sorted_tb, ta[i] - tolerance_ms, "left")
+                hi = np.searchsorted(sorted_tb, ta[i] + tolerance_ms, "right")
+                pairs.extend((abs(int(sorted_tb[k] - ta[i])), int(i), int(ib[k])) for k in range(lo, hi))
+    pairs.sort()
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    rows = []
+    for _, i, j in pairs:
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        ra, rb = a.iloc[i], b.iloc[j]
+        rows.append({"symbol": ra["symbol"], "opened_a": ra["opened_at"], "opened_b": rb["opened_at"],
+                     "entry_a": ra["entry_price"], "entry_b": rb["entry_price"],
+                     "entry_diff_bps": _bps(ra["entry_price"], rb["entry_price"]),
+                     "exit_a": ra["exit_price"], "exit_b": rb["exit_price"],
+                     "exit_diff_bps": _bps(ra["exit_price"], rb["exit_price"]),
+                     "pnl_a": ra["pnl"], "pnl_b": rb["pnl"]})
+    matched = pd.DataFrame(rows, columns=["symbol", "opened_a", "opened_b", "entry_a", "entry_b", "entry_diff_bps",
+                                          "exit_a", "exit_b", "exit_diff_bps", "pnl_a", "pnl_b"])
+    if not matched.empty:
+        matched = matched.sort_values(["opened_a", "symbol"], kind="stable", ignore_index=True)
+    only_a = a.drop(index=sorted(used_a)) if not a.empty else a
+    only_b = b.drop(index=sorted(used_b)) if not b.empty else b
+    return matched, only_a.reset_index(drop=True), only_b.reset_index(drop=True)
+
+
+def _bps(a: Any, b: Any) -> float | None:
+    if a is None or b is None or pd.isna(a) or pd.isna(b) or not a:
+        return None
+    return (float(b) / float(a) - 1.0) * 1e4
 
 
 def format_delta(name: str, a: Any, b: Any) -> str:

@@ -273,16 +273,24 @@ def test_compute_through_the_journal(tmp_path):
 def test_clip_and_match_trades():
     trades = [trade(0, 1.0, 1.0), trade(2, -1.0, -1.0), trade(5, 2.0, 2.0)]
     rec = record(equity=equity_rows([100, 101, 102, 103, 104, 105, 106]), trades=trades)
-    cut = m.clip(rec, T0 + H, T0 + 4 * H)
+    from harness.report import clip, match_trades
+
+    cut = clip(rec, T0 + H, T0 + 4 * H)
     assert len(cut.equity) == 3 and list(cut.trades["trade_id"]) == ["T2"]
     assert cut.run_json["cash"] == 101.0
     a = frame("trades", trades)
     other = [dict(trade(0, 1.0, 1.0), opened_at=T0 + 60_000, entry_price=100.05),      # 1 min later: match
              dict(trade(2, -1.0, -1.0), symbol="ETH/USDT"),                                 # other symbol
              dict(trade(9, 1.0, 1.0))]                                                      # far away
-    matched, only_a, only_b = m.match_trades(a, frame("trades", other), tolerance_ms=H)
+    matched, only_a, only_b = match_trades(a, frame("trades", other), tolerance_ms=H)
     assert len(matched) == 1 and matched["entry_diff_bps"].iloc[0] == pytest.approx(5.0)
     assert sorted(only_a["trade_id"]) == ["T2", "T5"] and sorted(only_b["trade_id"]) == ["T2", "T9"]
+
+
+def test_time_ms():
+    assert m.time_ms("2025-01-01T01:00:00Z") == T0 + H
+    assert m.time_ms(pd.Timestamp(T0, unit="ms", tz="UTC")) == T0 and m.time_ms(T0) == T0
+    assert m.time_ms(pd.NaT) is None and m.time_ms(None) is None and m.time_ms(float("nan")) is None
 
 
 def test_format_value():
