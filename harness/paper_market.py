@@ -227,16 +227,14 @@ class ReplayedMarket:
             keep &= window.ts <= end
         idx = np.flatnonzero(keep)
         idx = idx[:limit] if start is not None else idx[-limit:]
-        qv = window.extra.get("quote_volume")
-        trades = window.extra.get("trades")
-        rows = []
-        for i in idx:
-            t = int(window.ts[i])
-            quote = float(qv[i]) if qv is not None and np.isfinite(qv[i]) else float(window.close[i] * window.volume[i])
-            count = int(trades[i]) if trades is not None and np.isfinite(trades[i]) else 0
-            rows.append([t, fmt(window.open[i]), fmt(window.high[i]), fmt(window.low[i]), fmt(window.close[i]),
-                         fmt(window.volume[i]), t + step - 1, fmt(quote), count, "0.00000000", "0.00000000", "0"])
-        return rows
+        w = window.take(idx)
+        qv = w.extra.get("quote_volume")
+        quote = w.close * w.volume if qv is None else np.where(np.isfinite(qv), qv, w.close * w.volume)
+        trades = w.extra.get("trades")
+        counts = np.zeros(len(w), np.int64) if trades is None else np.nan_to_num(trades).astype(np.int64)
+        columns = [[f"{x:.8f}" for x in col.tolist()] for col in (w.open, w.high, w.low, w.close, w.volume, quote)]
+        return [[t, o, h, lo, c, v, t + step - 1, q, n, "0.00000000", "0.00000000", "0"]
+                for t, o, h, lo, c, v, q, n in zip(w.ts.tolist(), *columns, counts.tolist(), strict=True)]
 
     # -- tickers and book -----------------------------------------------------------------------
 
