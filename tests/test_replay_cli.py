@@ -147,12 +147,3 @@ def test_unknown_run_id_is_one_line(good_run, ws):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "nosuchrun" in lines[0] and "Traceback" not in proc.stderr
-
-
-def test_end_moves_the_window(ws, good_run):
-    proc = ws.cli("replay", "--days", "0.5", "--end", "2024-03-01T12:00Z", "--strategy", "sma_cross", "--no-report",
-                  "--json")
-    assert proc.returncode == 0, proc.stderr
-    s = json.loads(proc.stdout)
-    assert (s["start"], s["end"], s["bars"]) == ("2024-03-01T00:00:00Z", "2024-03-01T12:00:00Z", 720)
-    assert s["run_id"] != good_run["run_id"]
