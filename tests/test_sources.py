@@ -416,3 +416,21 @@ def test_bad_zip_contents_and_empty_files_are_clear(tmp_path):
     (tmp_path / "BTCUSDT-1m-2024-04.zip").write_bytes(buffer.getvalue())
     with pytest.raises(DatasetError, match="holds 2 CSV files"):
         load_file(tmp_path / "BTCUSDT-1m-2024-04.zip")
+
+
+def test_times_as_other_strings_offsets_and_a_single_bar(tmp_path):
+    from harness.sources.binance_files import load_file
+
+    rows = "1,2,0.5,1.5,3\n1.5,2,0.5,1.2,3\n"
+    slashes = tmp_path / "ETHUSDT-export.csv"
+    slashes.write_text("time,open,high,low,close,volume\n" + "".join(
+        f"2024/01/01 00:0{i},{r}\n" for i, r in enumerate(rows.splitlines())))
+    assert [ms_to_iso(int(t)) for t in load_file(slashes).ts] == ["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"]
+    offsets = tmp_path / "SOLUSDT.csv"
+    offsets.write_text("date,open,high,low,close,volume\n" + "".join(
+        f"2024-01-01T00:0{i}:00+02:00,{r}\n" for i, r in enumerate(rows.splitlines())))
+    assert ms_to_iso(int(load_file(offsets).ts[0])) == "2023-12-31T22:00:00Z"
+    single = tmp_path / "BTCUSDT-2024-01-01.csv"                      # one hourly kline: close_time tells
+    single.write_text("1704067200000,42283.58,42554.57,42261.02,42475.23,1271.68108,1704070799999,0,0,0,0,0\n")
+    bars = load_file(single)
+    assert (bars.timeframe, len(bars), bars.symbol) == ("1h", 1, "BTC/USDT")

@@ -305,7 +305,7 @@ def _parse_time_strings(arr: pa.Array, name: str, what: str) -> np.ndarray:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DatasetError(f"{what}: {name} at row {i + 1} is {text.iloc[i]!r}, not a time") from None
-    return parsed.to_numpy().astype("datetime64[ms]").astype(np.int64)
+    return parsed.dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
 
 
 def _numbers(column, name: str, what: str, ts: np.ndarray) -> np.ndarray:
