@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 MAX_POINTS = 2400          # points per line after downsampling (min and max of 1,200 buckets)
-MAX_MARKERS = 1500         # trade markers per symbol before they are thinned evenly
+MAX_MARKERS = 1000         # trade markers per symbol before they are thinned evenly
 WIDTH_IN = 10.0
 GREEN, RED, BLUE, GREY, ORANGE = "#1a7f37", "#cf222e", "#0b5cad", "#6e7781", "#bc4c00"
 
@@ -204,12 +204,14 @@ def trade_returns(returns_pct: np.ndarray) -> str:
     if len(r) == 0:
         _empty(ax, "no closed trades")
         return _svg(fig, "trade-returns")
-    bins = min(60, max(8, int(np.sqrt(len(r)) * 2)))
-    _, edges, patches = ax.hist(r, bins=bins, color=BLUE, alpha=0.8)
-    for patch, left in zip(patches, edges[:-1], strict=True):
-        if left < 0:
-            patch.set_facecolor(RED)
+    counts, edges = np.histogram(r, bins=min(60, max(8, int(np.sqrt(len(r)) * 2))))
+    k = int((edges[:-1] < 0).sum())         # bins left of 0 lose; one filled outline per colour, not a patch per bin
+    if k:
+        ax.stairs(counts[:k], edges[:k + 1], fill=True, color=RED, alpha=0.8)
+    if k < len(counts):
+        ax.stairs(counts[k:], edges[k:], fill=True, color=BLUE, alpha=0.8)
     ax.axvline(0, color=GREY, linewidth=0.8)
+    ax.set_ylim(bottom=0)
     return _svg(fig, "trade-returns")
 
 
@@ -223,7 +225,9 @@ def daily_returns(days_ms: np.ndarray, returns_pct: np.ndarray) -> str:
         _empty(ax, "no equity recorded")
         return _svg(fig, "daily-returns")
     colors = np.where(r >= 0, GREEN, RED)
-    ax.bar(_dates(days_ms), r, width=0.8, color=colors, align="edge")
+    centres = _dates(np.asarray(days_ms, dtype=np.int64) + 43_200_000)
+    width_pt = 72 * (WIDTH_IN / 2 - 1.05) * 0.75 / len(r)        # bars fill ~3/4 of their day
+    ax.vlines(centres, 0, r, colors=colors, linewidth=max(0.8, min(width_pt, 14.0)))   # one artist for all days
     ax.axhline(0, color=GREY, linewidth=0.8)
     _time_axis(ax)
     return _svg(fig, "daily-returns")
