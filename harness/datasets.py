@@ -60,6 +60,7 @@ from harness.model import (
     parse_time,
     path_symbol,
     timeframe_ms,
+    timeframe_name,
 )
 
 # The bar functions live in harness.bars; they are re-exported here as part of the store's API.
@@ -171,8 +172,8 @@ class Store:
         return results
 
     def _plan(self, exchange: str, bars: Bars, pending: dict[Path, Bars]) -> WriteResult:
-        symbol = normalize_symbol(bars.symbol)
-        bars = Bars(symbol, bars.timeframe, np.asarray(bars.ts, np.int64),
+        symbol, timeframe = normalize_symbol(bars.symbol), _canonical(bars.timeframe)
+        bars = Bars(symbol, timeframe, np.asarray(bars.ts, np.int64),
                     *(np.asarray(getattr(bars, c), np.float64) for c in OHLCV),
                     extra={k: np.asarray(v, np.float64) for k, v in bars.extra.items() if k in OPTIONAL})
         keys = _partition_keys(bars.ts, bars.timeframe)
@@ -230,7 +231,7 @@ class Store:
         what is recorded (``missing_ok=True``: an empty result instead). A window that overlaps
         the recording returns the bars it holds, which may be none inside a gap.
         """
-        symbol = normalize_symbol(symbol)
+        symbol, timeframe = normalize_symbol(symbol), _canonical(timeframe)
         if start is not None and end is not None and start >= end:
             raise DatasetError(f"empty window: start {ms_to_iso(start)} is not before end {ms_to_iso(end)}")
         source = self.source_timeframe(exchange, symbol, timeframe)
@@ -403,6 +404,11 @@ _EXCHANGE_RE = re.compile(r"^[a-z0-9_.-]+$")
 def _check_exchange_id(exchange: str) -> None:
     if not _EXCHANGE_RE.match(exchange or ""):
         raise DatasetError(f"exchange id {exchange!r} must be lower-case letters, digits, '.', '_' or '-'")
+
+
+def _canonical(timeframe: str) -> str:
+    """The one name of a timeframe (``60m`` → ``1h``), so one series has one folder."""
+    return timeframe_name(timeframe_ms(timeframe))
 
 
 def _valid_timeframe(name: str) -> bool:
