@@ -81,6 +81,10 @@ class GateResult:
     reason: str = ""
 
     @property
+    def threshold(self) -> float:
+        return self.gate.value
+
+    @property
     def observed_text(self) -> str:
         return format_value(self.gate.metric, self.observed) if self.gate.metric in METRICS else "n/a"
 
