@@ -153,6 +153,13 @@ def test_reductions_are_never_blocked_by_exposure_limits():
     assert isinstance(check(lim, order(0.01, Side.SELL), **{**book, "positions": {}}), Denied)
 
 
+def test_a_sell_beyond_the_holding_is_valued_as_the_net_position_it_leaves():
+    # spot brokers refuse it anyway; the guard values it as the short it would open
+    lim = RiskLimits(max_position_notional=600.0)
+    assert check(lim, order(15.0, Side.SELL), positions={BTC: 10.0}) is APPROVED     # |1,000 - 1,500|
+    denied(check(lim, order(16.01, Side.SELL), positions={BTC: 10.0}), "max_position_notional")
+
+
 def test_guard_orders_are_always_approved():
     lim = RiskLimits(max_order_notional=1.0, max_open_orders=1, max_orders_per_minute=1, price_band_pct=0.1)
     intent = order(1_000.0, Side.SELL, ref=50.0, origin="guard")
@@ -265,6 +272,8 @@ def test_restore_picks_up_peak_and_day_of_a_resumed_run():
     denied(RiskGuard(lim).check(order(1.0), state.book(ts=NOON + 2, cash=0.0, equity=10_850.0, positions={},
                                                       prices={})), "max_daily_loss_pct")
     assert state.on_equity(NOON + 3, 10_800.0).peak_equity == 12_000.0   # 10% below the restored peak
+    state.on_equity(MIDNIGHT + DAY_MS, 10_500.0)                         # the restored day ends at midnight
+    assert state.day_start_equity == 10_500.0
 
 
 def test_daily_loss_rolls_over_at_utc_midnight():
