@@ -78,6 +78,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "data_coverage_pct": ("Data coverage", "pct"),
     "missing_bars": ("Missing bars", "int"),
     "days_run": ("Days run", "days"),
+    "run_completed": ("Run completed (1 = yes)", "int"),
     "signals": ("Model signals", "int"),
     "hit_rate_pct": ("Hit rate (signal sign)", "pct"),
     "information_coefficient": ("Information coefficient", "ratio"),
@@ -416,6 +417,15 @@ def missing_bars(run_json: dict[str, Any], events: pd.DataFrame) -> int | None:
     return int(sum(int(event_data(d).get("missing", 0)) for d in gaps["data"]))
 
 
+def run_completed(run_json: dict[str, Any], run: dict[str, Any] | None = None) -> int | None:
+    """1 when the run finished (``completed``, or ``halted`` by its kill switch), 0 when it failed,
+    was interrupted or is still running; None when the journal does not say."""
+    status = (run or {}).get("status") or run_json.get("status")
+    if not status:
+        return None
+    return int(status in ("completed", "halted"))
+
+
 def days_run(run_json: dict[str, Any], equity: pd.DataFrame, run: dict[str, Any] | None = None) -> float | None:
     """Length of the run's window in days (a live run's end is its last equity point when unset)."""
     start, end = window_ms(run_json, run)
@@ -569,6 +579,7 @@ def compute(record: Any, prices: pd.DataFrame | None = None) -> dict[str, Value]
     out["data_coverage_pct"] = data_coverage_pct(rj)
     out["missing_bars"] = missing_bars(rj, record.events)
     out["days_run"] = days_run(rj, eq, run)
+    out["run_completed"] = run_completed(rj, run)
     sig = record.signals
     out["signals"] = 0 if sig is None else len(sig)
     outcomes = signal_outcomes(sig, prices, step or 60_000)
@@ -579,21 +590,15 @@ def compute(record: Any, prices: pd.DataFrame | None = None) -> dict[str, Value]
     return {name: out.get(name) for name in METRICS}
 
 
+_FORMATS = {"int": "{:,.0f}", "pct": "{:,.2f}%", "pp": "{:,.2f} pp", "money": "{:,.2f}", "days": "{:,.2f} d",
+            "ratio": "{:,.3f}"}
+
+
 def format_value(name: str, value: Value) -> str:
     """A metric value as text for tables and the ``gate`` command (``n/a`` for None)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     kind = METRICS.get(name, ("", "number"))[1]
-    if kind == "int":
-        return f"{int(value):,}"
-    if kind == "pct":
-        return f"{value:,.2f}%"
-    if kind == "pp":
-        return f"{value:,.2f} pp"
-    if kind == "money":
-        return f"{value:,.2f}"
-    if kind == "days":
-        return f"{value:,.2f} d"
-    if kind == "ratio":
-        return f"{value:,.3f}"
+    if kind in _FORMATS:
+        return _FORMATS[kind].format(value)
     return f"{value:,.4g}" if isinstance(value, float) else str(value)

@@ -35,7 +35,7 @@ METRIC_GROUPS: list[tuple[str, list[str]]] = [
                 "avg_trade_return_pct", "expectancy"]),
     ("Exposure and costs", ["exposure_time_pct", "avg_gross_exposure_pct", "max_gross_exposure_pct", "turnover",
                             "fees_paid", "orders", "fills", "order_rejections"]),
-    ("Operations", ["days_run", "exchange_errors", "error_rate_pct", "skipped_runs", "alerts"]),
+    ("Operations", ["run_completed", "days_run", "exchange_errors", "error_rate_pct", "skipped_runs", "alerts"]),
     ("Data", ["data_coverage_pct", "missing_bars"]),
     ("Model", ["signals", "hit_rate_pct", "information_coefficient", "calibration_error_pct", "mean_confidence"]),
 ]

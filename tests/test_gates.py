@@ -97,6 +97,7 @@ def test_shipped_gates_encode_the_staging_exit_criteria():
     assert "live-testnet" in gates["error_rate_pct"].modes
     assert (gates["skipped_runs"].op, gates["skipped_runs"].value) == ("==", 0)
     assert "live-testnet" in gates["skipped_runs"].modes
+    assert (gates["run_completed"].op, gates["run_completed"].value, gates["run_completed"].modes) == ("==", 1, None)
     for name in ("sharpe", "max_drawdown_pct", "trade_count", "profit_factor"):
         assert gates[name].severity == "block" and gates[name].modes is None and gates[name].why
     from harness.metrics import METRICS

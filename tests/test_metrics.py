@@ -267,6 +267,7 @@ def test_compute_through_the_journal(tmp_path):
     assert out["error_rate_pct"] == pytest.approx(2.0) and out["skipped_runs"] == 0
     assert out["risk_denials"] == 1 and out["kill_switches"] == 0
     assert out["data_coverage_pct"] == pytest.approx(100.0) and out["days_run"] == pytest.approx(4 / 24)
+    assert out["run_completed"] == 1
     assert out["signals"] == 0 and out["information_coefficient"] is None
 
 
@@ -285,6 +286,12 @@ def test_clip_and_match_trades():
     matched, only_a, only_b = match_trades(a, frame("trades", other), tolerance_ms=H)
     assert len(matched) == 1 and matched["entry_diff_bps"].iloc[0] == pytest.approx(5.0)
     assert sorted(only_a["trade_id"]) == ["T2", "T5"] and sorted(only_b["trade_id"]) == ["T2", "T9"]
+
+
+def test_run_completed():
+    assert m.run_completed({}, {"status": "completed"}) == 1 and m.run_completed({"status": "halted"}) == 1
+    assert m.run_completed({"status": "failed"}) == 0 and m.run_completed({}, {"status": "running"}) == 0
+    assert m.run_completed({}) is None
 
 
 def test_time_ms():
