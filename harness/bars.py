@@ -54,10 +54,12 @@ class Bars:
 
     @classmethod
     def empty(cls, symbol: str, timeframe: str) -> Bars:
+        """No bars."""
         z = np.empty(0)
         return cls(symbol, timeframe, np.empty(0, dtype=np.int64), z, z, z, z, z)
 
     def slice(self, start: int, stop: int) -> Bars:
+        """The bars at positions ``start:stop``."""
         return Bars(self.symbol, self.timeframe, self.ts[start:stop],
                     *(getattr(self, c)[start:stop] for c in OHLCV),
                     extra={k: v[start:stop] for k, v in self.extra.items()})

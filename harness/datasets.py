@@ -95,6 +95,8 @@ class SeriesInfo:
 
 @dataclass(frozen=True)
 class WriteResult:
+    """What one write did to the store."""
+
     added: int          # bars that were not stored before
     replaced: int       # bars stored before whose values changed
     unchanged: int      # bars already stored exactly
@@ -331,6 +333,7 @@ class Store:
                 if (exchange is None or ex == exchange) and (wanted is None or sym in wanted)]
 
     def exchanges(self) -> list[str]:
+        """Exchange ids with recorded bars."""
         return sorted({ex for ex, _, _ in self.series()})
 
     def coverage(self, exchange: str, symbol: str, timeframe: str) -> tuple[int, int]:
@@ -372,6 +375,7 @@ class Store:
         return path
 
     def rules_snapshots(self, exchange: str) -> list[Path]:
+        """An exchange's market-rules snapshot files, oldest first."""
         folder = self.root / f"exchange={exchange}" / "_rules"
         return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
