@@ -225,13 +225,18 @@ def test_a_strategy_reading_the_next_bar_fails_the_run_through_the_cli(walk_mark
     assert not list(journal.run_dir(run["run_id"]).glob("*.parquet"))      # no half evidence
 
 
-@pytest.mark.xfail(reason="BUG: a line shifted from the future in __init__ (self.data.close(1), backtrader's "
-                          "_LineForward) is computed in once() from the preloaded arrays; forbid_lookahead only "
-                          "guards positive indices, so [0] silently returns the next bar's close", strict=True)
-def test_a_line_shifted_from_the_future_is_caught(walk_market, tmp_path):
-    config = config_for(strategy=f"{HELPERS / 'peeking.py'}:PeekForwardLine")
-    with pytest.raises(LookAheadError):
-        replay(Store(walk_market / "datasets"), tmp_path / "reports", config, days=1)
+@pytest.mark.xfail(reason="BUG: lines built in __init__ from data lines escape forbid_lookahead: close(1) "
+                          "(backtrader _LineForward, filled in once() from the preloaded arrays) gives the next "
+                          "bar's close at [0], and (close - open)[1] (a LinesOperation, not a plain LineBuffer) "
+                          "gives the next bar's value; the run completes", strict=True, raises=AssertionError)
+@pytest.mark.parametrize("strategy", ["PeekForwardLine", "PeekOperation"])
+def test_lines_derived_from_the_future_are_caught(walk_market, tmp_path, strategy):
+    config = config_for(strategy=f"{HELPERS / 'peeking.py'}:{strategy}")
+    try:
+        run = replay(Store(walk_market / "datasets"), tmp_path / "reports", config, days=1)
+    except LookAheadError:
+        return
+    raise AssertionError(f"the run completed with {run.summary['fills']} fills: the strategy traded on the future")
 
 
 # -- several symbols, coarser timeframes, gaps ---------------------------------------------
@@ -314,7 +319,8 @@ def test_a_window_with_a_gap_replays_and_reports_the_gap(gap_run):
 
 
 @pytest.mark.xfail(reason="MISSING: replay does not journal the data_gap event that DESIGN 3.3 and "
-                          "docs/CONTRACTS.md list ({from, to, missing})", strict=True)
+                          "docs/CONTRACTS.md list ({from, to, missing})", strict=True,
+                   raises=AssertionError)
 def test_a_gap_in_the_window_is_journaled_as_a_data_gap_event(gap_run):
     _, run = gap_run
     gaps = [e for e in run.rows("events") if e["kind"] == "data_gap"]
@@ -350,18 +356,21 @@ def test_engine_failure_outside_the_strategy_is_a_harness_error(tmp_path):
 # -- concurrent replays ------------------------------------------------------------------------
 
 
-def test_two_replays_at_once_both_land_intact_in_the_journal(walk_market, tmp_path):
+def test_two_replays_at_once_land_intact_in_the_journal_and_agree_across_processes(walk_market, tmp_path):
+    """Two replays of the same configuration started together (different hash seeds): both in the
+    catalog with exactly their own rows, and byte-identical Parquet (determinism across processes)."""
     reports = tmp_path / "reports"
     env = {**os.environ, "QT_DATASETS_DIR": str(walk_market / "datasets"), "QT_REPORTS_DIR": str(reports),
            "QT_CONFIG": str(CONFIG)}
     cmd = [sys.executable, str(ROOT / "cli.py"), "replay", "--days", "1", "--set", "run.exchange=testex",
-           "--strategy", "sma_cross", "--no-report", "--json"]
-    procs = [subprocess.Popen([*cmd, "--param", f"fast={fast}", "--param", "slow=20"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for fast in (4, 6)]
-    outs = [p.communicate(timeout=120) for p in procs]
+           "--strategy", "sma_cross", "--no-report", "--json", "--param", "fast=4", "--param", "slow=20"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "PYTHONHASHSEED": seed}, cwd=tmp_path) for seed in ("1", "2")]
+    outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    ids = {json.loads(out)["run_id"] for out, _ in outs}
-    assert len(ids) == 2
+    summaries = [json.loads(out) for out, _ in outs]
+    ids = [s["run_id"] for s in summaries]
+    assert len(set(ids)) == 2 and all(s["fills"] > 0 for s in summaries)
     con = duckdb.connect(str(reports / "journal.duckdb"), read_only=True)
     try:
         runs = dict(con.execute("select run_id, status from runs").fetchall())
@@ -372,7 +381,7 @@ def test_two_replays_at_once_both_land_intact_in_the_journal(walk_market, tmp_pa
                 assert n == pq.read_table(reports / run_id / f"{name}.parquet").num_rows > 0, (run_id, name)
     finally:
         con.close()
-    assert all(json.loads(out)["fills"] > 0 for out, _ in outs)
+    assert parquet_bytes(reports / ids[0]) == parquet_bytes(reports / ids[1])
 
 
 def test_days_window_is_half_open_on_bar_open_times(tmp_path):

@@ -10,7 +10,7 @@ class PeekNext(HarnessStrategy):
 
     def next(self):
         if len(self) > 5 and self.data.close[1] > self.data.close[0]:
-            self.buy(size=0.01)
+            self.buy(size=0.1)
 
 
 class PeekForwardLine(HarnessStrategy):
@@ -21,5 +21,17 @@ class PeekForwardLine(HarnessStrategy):
         self.future_close = self.data.close(1)
 
     def next(self):
-        if len(self) > 5 and self.future_close[0] > self.data.close[0]:
-            self.buy(size=0.01)
+        if 5 < len(self) < self.data.buflen() and self.future_close[0] > self.data.close[0]:
+            self.buy(size=0.1)
+
+
+class PeekOperation(HarnessStrategy):
+    """Combines lines in ``__init__`` (``close - open``) and reads the result one bar ahead."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = self.data.close - self.data.open
+
+    def next(self):
+        if 5 < len(self) < self.data.buflen() and self.body[1] > 0:
+            self.buy(size=0.1)
