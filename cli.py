@@ -354,6 +354,53 @@ def replay(ws: Workspace, days, end, symbols, timeframe, strategy, params, cash,
         sys.exit(EXIT_FAIL)
 
 
+@cli.command()
+@click.option("--testnet", is_flag=True, help="Trade the Binance spot testnet (ccxt sandbox mode).")
+@click.option("--exchange-url", default=None, help="Trade a paper exchange on loopback, e.g. http://127.0.0.1:8765.")
+@strategy_options
+@click.option("--duration", default=None, help="Stop after this long on the exchange's clock, e.g. 10d, 2h, 30m.")
+@click.option("--resume", "resume_id", default=None, metavar="RUN_ID",
+              help="Continue a live run that stopped (reconciles journal and exchange first).")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="History bars backfilled (live.warmup_bars).")
+@click.option("--status-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve /health, /health/scheduler, /metrics ... on 127.0.0.1:PORT.")
+@click.option("--log-file", default=None, help="Write JSON log lines to this file instead of stderr.")
+@click.option("--alert-webhook", default=None, help="POST each alert as JSON to this URL.")
+@click.option("--drill", type=click.Choice(["skipped-run", "error-burst", "low-confidence", "kill-switch"]),
+              default=None, help="Inject a fault so its alert can be tested (paper exchange only).")
+@click.option("--no-report", is_flag=True, help="Skip the HTML report at the end.")
+@click.pass_obj
+def live(ws: Workspace, testnet, exchange_url, symbols, timeframe, strategy, params, cash, profile, overrides,
+         gates_path, as_json, duration, resume_id, warmup, status_port, log_file, alert_webhook, drill,
+         no_report) -> None:
+    """Trade live bars through the strategy and the risk guard on the testnet or a paper exchange.
+
+    Refuses to start without --testnet or a loopback --exchange-url: mainnet is never traded.
+    SIGINT / SIGTERM cancel open orders and close the run cleanly."""
+    from harness.live import LiveOptions, check_live_environment, run_live
+    from harness.model import parse_duration
+
+    options = LiveOptions(testnet=testnet, url=exchange_url, resume=resume_id,
+                          duration_ms=None if duration is None else parse_duration(duration), warmup_bars=warmup,
+                          status_port=status_port,
+                          hooks={"report": not no_report, "gates_path": gates_path, "log_file": log_file,
+                                 "alert_webhook": alert_webhook, "drill": drill})
+    if resume_id:
+        from harness.resume import resume_config
+
+        options.resume, config = resume_config(ws.journal(), resume_id, ws.config)
+    else:
+        config = run_config(ws, symbols, timeframe, strategy, params, cash, profile, overrides)
+    check_live_environment(config, options)
+    result = run_live(config, ws.store(), ws.journal(), options)
+    if as_json:
+        emit_json(result.summary)
+    else:
+        print_summary(result.summary)
+    if result.summary.get("status") == "failed":
+        sys.exit(EXIT_FAIL)
+
+
 @cli.group(cls=HarnessGroup, invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

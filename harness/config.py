@@ -445,7 +445,7 @@ def _validate_risk(risk: RiskSection) -> None:
 
 
 def _positive(where: str, value: float) -> None:
-    if not value > 0:
+    if not value > 0 or value == float("inf"):
         raise ConfigError(f"{where} must be positive, not {value}")
 
 

@@ -16,14 +16,13 @@ from typing import Any
 import backtrader as bt
 import numpy as np
 
-from harness.accounting import build_trades
 from harness.config import Config
 from harness.datasets import Bars, Store, fingerprint, quality_report
 from harness.errors import DatasetError, HarnessError
 from harness.fills import FillConfig
-from harness.journal import Journal, code_version, new_run_id, now_ms, table_from_rows
+from harness.journal import Journal, code_version, new_run_id, now_ms
 from harness.model import DAY_MS, MarketRules, ms_to_iso, normalize_symbol, timeframe_ms
-from harness.recorder import Recorder
+from harness.recorder import Recorder, trades_table
 from harness.risk import RiskLimits
 from harness.strategy import StrategyContext, load_strategy, resolve_params, strategy_name
 
@@ -149,15 +148,24 @@ def build_cerebro(plan: ReplayPlan, broker, recorder: Recorder, mode: str) -> tu
     return cerebro, feeds
 
 
-def bind_strategy(cls: type, context: StrategyContext) -> type:
+def bind_strategy(cls: type, context: StrategyContext, skip_warmup: bool = False) -> type:
     """A subclass of the user's strategy that knows its run and introduces itself to the broker
-    (the kill switch sends its flattening orders on the strategy's behalf)."""
+    (the kill switch sends its flattening orders on the strategy's behalf). With
+    ``skip_warmup`` its ``next`` does nothing on bars a live feed marks as warm-up history."""
 
     def start(self):
         self.broker.strategy = self
         super(bound, self).start()
 
-    bound = type(cls.__name__, (cls,), {"harness": context, "start": start})
+    members: dict = {"harness": context, "start": start}
+    if skip_warmup:
+        def next(self):
+            if any(getattr(d, "warming", False) for d in self.datas):
+                return
+            super(bound, self).next()
+
+        members["next"] = next
+    bound = type(cls.__name__, (cls,), members)
     return bound
 
 
@@ -207,13 +215,6 @@ def _ffill(values: np.ndarray) -> np.ndarray:
     out = values[idx]
     out[: np.argmax(~mask)] = np.nan if mask.all() else out[: np.argmax(~mask)]
     return out
-
-
-def trades_table(fill_list):
-    rows = [{"trade_id": t.trade_id, "symbol": t.symbol, "opened_at": t.opened_at, "closed_at": t.closed_at,
-             "qty": t.qty, "entry_price": t.entry_price, "exit_price": t.exit_price, "pnl": t.pnl,
-             "return_pct": t.return_pct, "fees": t.fees} for t in build_trades(fill_list)]
-    return table_from_rows("trades", rows)
 
 
 def run_info(plan: ReplayPlan, run_id: str, mode: str, started_at: int) -> tuple[dict, dict]:

@@ -134,3 +134,64 @@ def forbid_lookahead(lines_owner) -> None:
     for line in lines_owner.lines:
         if type(line) is LineBuffer:
             line.__class__ = _NoPeekBuffer
+
+
+class LiveFeed(bt.feed.DataBase):
+    """A feed of closed bars pushed by the live session's market-data job (next-mode path).
+
+    ``push`` queues a bar (open time in ms, OHLCV); backtrader pulls it in ``_load``. Bars
+    marked ``warmup`` only warm indicators: the bound strategy's ``next`` is skipped on them.
+    ``finish`` ends the feed once the queue drains.
+    """
+
+    lines = ()
+
+    def __init__(self, symbol: str, timeframe: str, poll_s: float = 0.05):
+        super().__init__()
+        import queue
+
+        self.symbol = symbol
+        self.tf_ms = timeframe_ms(timeframe)
+        self._name = symbol
+        self._timeframe, self._compression = _bt_timeframe(self.tf_ms)
+        self._queue: queue.Queue = queue.Queue()
+        self._poll_s = poll_s
+        self._done = False
+        self.warming = False
+        self.last_open_ms: int | None = None
+
+    def islive(self) -> bool:
+        return True
+
+    def haslivedata(self) -> bool:
+        return not self._queue.empty()
+
+    def push(self, ts: int, o: float, h: float, low: float, c: float, v: float, warmup: bool = False) -> None:
+        self._queue.put((ts, o, h, low, c, v, warmup))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+
+    def _load(self):
+        import queue
+
+        if self._done:
+            return False
+        try:
+            item = self._queue.get(timeout=self._poll_s)
+        except queue.Empty:
+            return None
+        if item is None:
+            self._done = True
+            return False
+        ts, o, h, low, c, v, warmup = item
+        lines = self.lines
+        lines.datetime[0] = float(ms_to_num(ts + self.tf_ms))
+        lines.open[0], lines.high[0], lines.low[0], lines.close[0], lines.volume[0] = o, h, low, c, v
+        lines.openinterest[0] = 0.0
+        self.warming = warmup
+        self.last_open_ms = ts
+        return True
+
+    def bar_open_ms(self) -> int:
+        return num_to_ms(self.lines.datetime[0]) - self.tf_ms

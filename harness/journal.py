@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from harness import atomic
 from harness.errors import JournalError, RunNotFound
@@ -73,6 +74,7 @@ RUN_COLUMNS: list[tuple[str, str]] = [
     ("code_version", "VARCHAR"), ("started_at", "TIMESTAMPTZ"), ("finished_at", "TIMESTAMPTZ"),
     ("status", "VARCHAR"), ("exchange", "VARCHAR"), ("synthetic", "BOOLEAN"), ("bars", "BIGINT"),
     ("final_equity", "DOUBLE"), ("return_pct", "DOUBLE"), ("verdict", "VARCHAR"), ("summary", "VARCHAR"),
+    ("wal_seq", "BIGINT"),
 ]
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", TS: "TIMESTAMPTZ", pa.bool_(): "BOOLEAN",
                pa.int64(): "BIGINT"}
@@ -153,6 +155,7 @@ class Journal:
     def __init__(self, reports_dir: str | Path):
         self.root = Path(reports_dir)
         self.db_path = self.root / "journal.duckdb"
+        self._schema_ok = False
 
     # -- connection handling ----------------------------------------------------------------
 
@@ -176,8 +179,9 @@ class Journal:
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.2)
         try:
-            if not read_only:
+            if not read_only and not self._schema_ok:
                 self._ensure_schema(con)
+                self._schema_ok = True
             yield con
         finally:
             con.close()
@@ -185,6 +189,8 @@ class Journal:
     def _ensure_schema(self, con) -> None:
         cols = ", ".join(f'"{n}" {t}' for n, t in RUN_COLUMNS)
         con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+        for name, kind in RUN_COLUMNS[1:]:           # journals from older versions gain new columns
+            con.execute(f'ALTER TABLE runs ADD COLUMN IF NOT EXISTS "{name}" {kind}')
         for name, schema in SCHEMAS.items():
             fields = ", ".join(f'"{f.name}" {_DUCK_TYPES[f.type]}' for f in schema)
             con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (run_id VARCHAR, {fields})')
@@ -223,14 +229,28 @@ class Journal:
         sets = ", ".join(f'"{k}" = ?' for k in fields)
         con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [_to_db(k, v) for k, v in fields.items()] + [run_id])
 
-    def append(self, run_id: str, tables: dict[str, pa.Table]) -> None:
-        """Add rows to the catalog (live runs call this as things happen). One transaction."""
+    def append(self, run_id: str, tables: dict[str, pa.Table], replace: tuple[str, ...] = (),
+               run_fields: dict[str, Any] | None = None) -> None:
+        """Add rows to the catalog as things happen (live runs), in one transaction.
+
+        ``orders`` rows replace earlier rows of the same order (an order's current state);
+        tables named in ``replace`` replace all of the run's rows (e.g. ``trades``, rebuilt
+        from the fills); ``run_fields`` update the run's row.
+        """
         with self.connect() as con:
             con.execute("BEGIN")
             try:
                 for name, table in tables.items():
-                    if table.num_rows:
+                    if name in replace:
+                        con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
+                    if not table.num_rows:
+                        continue
+                    if name == "orders":
+                        self.upsert_orders(run_id, table, con)
+                    else:
                         self._insert(con, run_id, name, table)
+                if run_fields:
+                    self._update_run(con, run_id, run_fields)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -336,14 +356,32 @@ class Journal:
             return work(c)
 
     def load(self, run_id: str) -> RunRecord:
-        """The whole run, for metrics and reports."""
+        """The whole run, for metrics and reports (a live run's write-ahead log tail included)."""
         with self.connect(read_only=True) as con:
             run = self.run_row(run_id, con)
             tables = self.read_tables(run["run_id"], con)
+        tail = read_wal(self.wal_path(run["run_id"]), run.get("wal_seq") or 0)
+        if tail:
+            tables = merge_wal(tables, tail)
         path = self.run_dir(run["run_id"]) / "run.json"
         run_json = json.loads(path.read_text()) if path.exists() else {}
         frames = {name: _to_pandas(t) for name, t in tables.items()}
         return RunRecord(run=run, run_json=run_json, **frames)
+
+    def wal_path(self, run_id: str) -> Path:
+        """The write-ahead log of a live run: every row, as it happens, before the catalog has it."""
+        return self.run_dir(run_id) / "journal.wal"
+
+    def apply_wal(self, run_id: str) -> int:
+        """Write the rows of the log that the catalog lacks (after a crash); returns how many."""
+        run = self.run_row(run_id)
+        tail = read_wal(self.wal_path(run_id), run.get("wal_seq") or 0)
+        if not tail:
+            return 0
+        tables = {name: table_from_rows(name, [row for _, t, row in tail if t == name]) for name in SCHEMAS}
+        tables.pop("trades")
+        self.append(run_id, tables, run_fields={"wal_seq": tail[-1][0]})
+        return len(tail)
 
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         if not self.db_path.exists():
@@ -362,6 +400,50 @@ def arrow_table(con, query: str, params: list | None = None) -> pa.Table:
     relation = con.sql(query, params=params)
     fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
     return fetch()
+
+
+def read_wal(path: Path, after_seq: int = 0) -> list[tuple[int, str, dict[str, Any]]]:
+    """(seq, table, row) of each complete line of a write-ahead log with seq > ``after_seq``.
+
+    A torn last line (the process died mid-write) is ignored: its row was not acknowledged.
+    """
+    if not path.exists():
+        return []
+    out = []
+    with path.open("r", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if item["seq"] > after_seq:
+                out.append((item["seq"], item["table"], item["row"]))
+    return out
+
+
+def merge_wal(tables: dict[str, pa.Table], tail: list[tuple[int, str, dict[str, Any]]]) -> dict[str, pa.Table]:
+    """Catalog tables plus the log rows the catalog lacks (orders: the latest state wins)."""
+    out = dict(tables)
+    for name in ("fills", "events", "signals", "equity"):
+        rows = [row for _, t, row in tail if t == name]
+        if rows:
+            out[name] = pa.concat_tables([out[name], table_from_rows(name, rows)])
+    orders = {row["order_id"]: row for _, t, row in tail if t == "orders"}
+    if orders:
+        kept = out["orders"].filter(pa.compute.invert(pa.compute.is_in(out["orders"].column("order_id"),
+                                                                        pa.array(list(orders)))))
+        out["orders"] = pa.concat_tables([kept, table_from_rows("orders", orders.values())])
+    if any(t == "fills" for _, t, _ in tail):
+        from harness.model import Fill, Liquidity, Side
+        from harness.recorder import trades_table
+
+        f = out["fills"].to_pylist()
+        fills = [Fill(r["fill_id"], r["order_id"], int(r["ts"].timestamp() * 1000), r["symbol"], Side(r["side"]),
+                      r["qty"], r["price"], r["fee"], r["fee_asset"], Liquidity(r["liquidity"])) for r in f]
+        out["trades"] = trades_table(fills)
+    return out
 
 
 def _to_pandas(table: pa.Table):

@@ -40,6 +40,18 @@ def timeframe_name(ms: int) -> str:
     raise DatasetError(f"bar spacing of {ms} ms is not a whole number of seconds")
 
 
+def parse_duration(text: str) -> int:
+    """Milliseconds of a duration such as ``10d``, ``2h``, ``30m``, ``45s`` (units may combine: ``1h30m``)."""
+    raw = str(text).strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", raw)
+    if not parts or "".join(n + u for n, u in parts) != raw:
+        raise UserError(f"cannot read duration {text!r}: use e.g. 10d, 2h, 30m or 1h30m")
+    total = sum(float(n) * _TIMEFRAME_UNITS[u] for n, u in parts)
+    if total <= 0:
+        raise UserError(f"duration {text!r} must be positive")
+    return int(total)
+
+
 def normalize_symbol(symbol: str) -> str:
     """Unified ``BASE/QUOTE`` form; accepts ``BTC/USDT``, ``BTCUSDT``, ``BTC-USDT``, ``btc_usdt``."""
     text = str(symbol).strip().upper()

@@ -132,7 +132,10 @@ class HarnessStrategy(bt.Strategy):
         return fm.round_qty(qty, self.rules(data))
 
     def buy_fraction(self, data, fraction: float, **kwargs) -> bt.Order | None:
-        """A market buy of :meth:`entry_qty`; None when that rounds to nothing."""
+        """A market buy of :meth:`entry_qty`; None when that rounds to nothing, or when the kill
+        switch has halted the run (the guard would only deny it)."""
+        if getattr(self.broker, "halted", False):
+            return None
         qty = self.entry_qty(data, fraction)
         if qty <= 0:
             return None
@@ -140,10 +143,15 @@ class HarnessStrategy(bt.Strategy):
         self.pending[data] = order
         return order
 
+    def holding(self, data) -> float:
+        """Quantity held in ``data``, or 0 when it is dust (under one lot step: it cannot be sold)."""
+        qty = self.getposition(data).size
+        return qty if qty >= self.rules(data).lot_step * 0.999 else 0.0
+
     def exit_position(self, data, **kwargs) -> bt.Order | None:
         """A market sell of the whole holding in ``data``; None when flat."""
-        qty = self.getposition(data).size
-        if qty <= self.rules(data).lot_step / 2:
+        qty = fm.round_qty(self.holding(data), self.rules(data))
+        if qty <= 0:
             return None
         order = self.sell(data=data, size=qty, **kwargs)
         self.pending[data] = order

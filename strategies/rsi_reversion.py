@@ -36,7 +36,7 @@ class RsiReversion(HarnessStrategy):
             if self.pending[data] is not None:
                 continue
             value = rsi[0]
-            if value < self.p.lower and self.getposition(data).size <= 0:
+            if value < self.p.lower and not self.holding(data):
                 self.buy_fraction(data, self.p.fraction / len(self.datas))
-            elif value > self.p.upper and self.getposition(data).size > 0:
+            elif value > self.p.upper and self.holding(data):
                 self.exit_position(data)

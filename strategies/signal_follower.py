@@ -99,7 +99,7 @@ class SignalFollower(HarnessStrategy):
                 continue
             signal, confidence, version = prediction
             want_long = signal > self.p.threshold and confidence >= self.p.min_confidence
-            holding = self.getposition(data).size > 0
+            holding = self.holding(data) > 0
             acted = False
             if self.pending[data] is None:
                 if want_long and not holding:

@@ -34,7 +34,7 @@ class SmaCross(HarnessStrategy):
             if self.pending[data] is not None:
                 continue
             signal = cross[0]
-            if signal > 0 and self.getposition(data).size <= 0:
+            if signal > 0 and not self.holding(data):
                 self.buy_fraction(data, self.p.fraction / len(self.datas))
-            elif signal < 0 and self.getposition(data).size > 0:
+            elif signal < 0 and self.holding(data):
                 self.exit_position(data)

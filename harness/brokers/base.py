@@ -139,7 +139,7 @@ class HarnessBroker(bt.BrokerBase):
         intent = OrderIntent(record.symbol, side, record.type, qty, ts, ref, limit, stop, origin)
         decision = self.guard.check(intent, self._book(ts, intent))
         if isinstance(decision, Denied):
-            self.risk_state.record_denial()
+            self.risk_state.record_denial(decision.limit)
             self.recorder.event(Event(ts, "risk_denied", record.symbol, decision.reason,
                                       data={"limit": decision.limit, "observed": decision.observed,
                                             "threshold": decision.threshold, "order_id": record.order_id,
@@ -173,7 +173,8 @@ class HarnessBroker(bt.BrokerBase):
         resting = {}
         for _, rec in self.open_orders.values():
             if rec.side is Side.BUY:
-                resting[rec.symbol] = resting.get(rec.symbol, 0.0) + rec.remaining * (rec.price or rec.stop_price or 0.0)
+                price = rec.price or rec.stop_price or self.portfolio.prices.get(rec.symbol, intent.ref_price)
+                resting[rec.symbol] = resting.get(rec.symbol, 0.0) + rec.remaining * price
         prices = dict(self.portfolio.prices)
         prices[intent.symbol] = intent.ref_price
         positions = {s: p.qty for s, p in self.portfolio.positions.items() if p.qty}
@@ -209,6 +210,8 @@ class HarnessBroker(bt.BrokerBase):
         pos = self.getposition(data)
         pprice_orig = pos.price
         psize, pprice, opened, closed = pos.update(signed, fill.price)
+        if fill.fee_asset == fill.symbol.split("/")[0]:
+            psize -= fill.fee                 # Binance takes a buy's fee from the asset received
         pos.size = psize = round(psize, 12)
         pnl = -closed * (fill.price - pprice_orig) if closed else 0.0
         closedvalue = -closed * pprice_orig if closed else 0.0

@@ -1,0 +1,546 @@
+"""Live staging: the same strategy and guard as replay, on bars from an exchange, with orders
+to the Binance spot testnet or a loopback paper exchange (DESIGN 3.8).
+
+One :class:`LiveSession` per run. backtrader runs in next mode on :class:`~harness.feed.LiveFeed`s;
+the market-data job (:class:`MarketData`) is pumped from the feeds' ``_load`` on the main thread,
+so every symbol's bar of a minute is queued before backtrader looks at any of them. Bars are
+polled right after they are due to close (and at least every ``refresh_seconds``), written to
+``datasets/`` (the tap), gaps journaled. "Now" is the exchange's clock, so the same loop runs
+against the testnet and against a paper exchange replaying at N× speed.
+
+Nothing here reaches a mainnet endpoint: the exchange adapter refuses any host that is neither
+the testnet nor loopback, and :func:`check_target` refuses to start without one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import backtrader as bt
+
+from harness.config import Config
+from harness.datasets import Store
+from harness.errors import ConfigError, DatasetError, ExchangeError, HarnessError, SafetyError, UserError
+from harness.feed import LiveFeed
+from harness.fills import FillConfig
+from harness.journal import Journal, code_version, new_run_id, now_ms
+from harness.model import Event, ms_to_iso, normalize_symbol, timeframe_ms
+from harness.recorder import DurableRecorder
+from harness.risk import RiskLimits
+from harness.strategy import StrategyContext, load_strategy, resolve_params, strategy_name
+
+log = logging.getLogger("harness.live")
+
+
+@dataclass
+class LiveOptions:
+    """How a live session runs (the ``live`` command's options, or paced replay's)."""
+
+    testnet: bool = False
+    url: str | None = None
+    mode: str | None = None                 # default: live-testnet / live-paper from the target
+    duration_ms: int | None = None          # exchange time
+    resume: str | None = None
+    warmup_bars: int | None = None          # default: live.warmup_bars
+    time_offset: int = 0                    # exchange time - data time (paced replay)
+    stop_at: int | None = None              # data time: stop once the bar opening before it is delivered
+    tap: bool = True                        # write polled bars to datasets/
+    api_key: str | None = None
+    api_secret: str | None = None
+    status_port: int | None = None
+    install_signals: bool = True
+    hooks: dict[str, Any] = field(default_factory=dict)
+
+
+def check_target(options: LiveOptions) -> None:
+    """Refuse to start without ``--testnet`` or a loopback ``--exchange-url`` (nothing is sent)."""
+    from harness.exchange import check_endpoint
+
+    if options.testnet and options.url:
+        raise SafetyError("choose one target: --testnet or --exchange-url, not both")
+    if not options.testnet and not options.url:
+        raise SafetyError("refusing to start: pass --testnet (Binance spot testnet) or --exchange-url "
+                          "http://127.0.0.1:PORT (a paper exchange); mainnet is never traded")
+    if options.url:
+        check_endpoint(options.url, testnet=False)
+
+
+def check_live_environment(config: Config, options: LiveOptions) -> None:
+    """Everything a live start needs, checked before anything is sent (exit 2 on each)."""
+    check_target(options)
+    execution = config.execution
+    if options.testnet and not execution.binance_testnet:
+        raise SafetyError("QT_EXECUTION_BINANCE_TESTNET / execution.binance_testnet is false, but the harness "
+                          "trades only the testnet or a paper exchange; set it to true")
+    if execution.exchange.lower() != "binance":
+        raise ConfigError(f"execution.exchange (QT_EXECUTION_EXCHANGE) is {execution.exchange!r}; "
+                          "the harness trades binance spot only")
+    for symbol in config.run.symbols:
+        if normalize_symbol(symbol).split("/")[1] != execution.quote_asset.upper():
+            raise ConfigError(f"{normalize_symbol(symbol)} is not quoted in {execution.quote_asset} "
+                              "(execution.quote_asset / QT_EXECUTION_QUOTE_ASSET)")
+    check_keys(config, options)
+
+
+def check_keys(config: Config, options: LiveOptions) -> tuple[str, str]:
+    key = options.api_key or (config.execution.api_key.reveal() if config.execution.api_key else "")
+    secret = options.api_secret or (config.execution.api_secret.reveal() if config.execution.api_secret else "")
+    if not key or not secret:
+        raise ConfigError("missing API keys: set QT_EXECUTION_BINANCE_API_KEY and QT_EXECUTION_BINANCE_API_SECRET "
+                          "(or execution.api_key / api_secret in the config file)")
+    return key, secret
+
+
+class ExchangeClock:
+    """The exchange's "now", read from its server time and extrapolated between reads.
+
+    The rate (exchange ms per real ms) is measured between reads, so a paper exchange at
+    ``--speed 60`` is followed as faithfully as the testnet at 1×.
+    """
+
+    def __init__(self, server_time: Callable[[], int], real: Callable[[], float] = time.monotonic):
+        self._server_time, self._real = server_time, real
+        self._first = self._last = None
+        self.rate = 1.0
+        self.resync()
+
+    def resync(self) -> int:
+        real = self._real()
+        server = int(self._server_time())
+        if self._first is None:
+            self._first = (real, server)
+        elif real - self._first[0] > 0.2:
+            self.rate = max((server - self._first[1]) / ((real - self._first[0]) * 1000), 1e-6)
+        self._last = (real, server)
+        return server
+
+    def now(self) -> int:
+        real, server = self._last
+        return server + int((self._real() - real) * 1000 * self.rate)
+
+    def sleep_until(self, exchange_ms: int, cap_s: float) -> float:
+        """Real seconds until ``exchange_ms`` on this clock (capped)."""
+        return max(0.0, min(cap_s, (exchange_ms - self.now()) / 1000 / self.rate))
+
+
+class MarketData:
+    """The market-data-refresh job: poll closed bars, tap them, journal gaps, feed backtrader."""
+
+    def __init__(self, session: LiveSession):
+        self.s = session
+        self.tf = timeframe_ms(session.timeframe)
+        self.last_open: dict[str, int] = {}       # exchange time of the last bar delivered, per symbol
+        self.next_due = 0.0                       # monotonic time of the next poll
+        self.finished = False
+        self.runs = 0
+        self.latest: dict[str, tuple[int, float]] = {}  # symbol → (data time of last close, close)
+
+    def warm_up(self, bars: int) -> None:
+        """Backfill ``bars`` closed bars so indicators start warm (they are not traded on); the
+        first bar delivered live is the one in progress now."""
+        s = self.s
+        now = s.clock.now()
+        current = now - now % self.tf
+        for feed in s.feeds:
+            self.last_open[feed.symbol] = current - self.tf
+            if bars <= 0:
+                continue
+            got = s.client.fetch_closed_bars(feed.symbol, s.timeframe, since=current - bars * self.tf,
+                                             limit=min(bars, 1000), now=now)
+            for i in range(len(got)):
+                feed.push(int(got.ts[i]) - s.options.time_offset, got.open[i], got.high[i], got.low[i],
+                          got.close[i], got.volume[i], warmup=True)
+            if len(got):
+                self.last_open[feed.symbol] = int(got.ts[-1])
+                s.tap(got)
+
+    def pump(self) -> None:
+        """Poll when due; called from the feeds' ``_load`` on backtrader's thread."""
+        s = self.s
+        if self.finished:
+            return
+        if s.stop_requested.is_set():
+            self.finish("stop requested")
+            return
+        if time.monotonic() < self.next_due:
+            return
+        started = time.monotonic()
+        request_id = s.new_request_id("md")
+        error = None
+        delivered = 0
+        try:
+            with s.client.request_id(request_id):
+                s.clock.resync()
+                delivered = self.poll()
+        except ExchangeError as exc:
+            error = str(exc)
+            s.event("exchange_error", "", f"market data poll failed: {exc}",
+                    {"error": str(exc), "kind": type(exc).__name__, "retried": True, "endpoint": "GET /api/v3/klines"},
+                    request_id)
+        self.runs += 1
+        s.job("market-data-refresh", started, error, request_id, {"bars": delivered})
+        self.schedule()
+        if s.options.duration_ms is not None and s.clock.now() >= s.started_exchange + s.options.duration_ms:
+            self.finish("duration reached")
+
+    def schedule(self) -> None:
+        """Next poll: just after the next bar is due to close, and no later than the refresh interval."""
+        s = self.s
+        due = min(self.last_open.values()) + 2 * self.tf if self.last_open else s.clock.now()
+        grace = int(min(0.01 * s.clock.rate * 1000, self.tf / 20))     # a hair after the close: 10 ms real at most
+        wait = s.clock.sleep_until(due + grace, cap_s=s.refresh_s)
+        self.next_due = time.monotonic() + max(wait, 0.005)
+
+    def poll(self) -> int:
+        s = self.s
+        now = s.clock.now()
+        fresh = {}
+        for feed in s.feeds:
+            since = self.last_open[feed.symbol] + self.tf
+            if since + self.tf > now:
+                continue
+            got = s.client.fetch_closed_bars(feed.symbol, s.timeframe, since=since, limit=1000, now=now)
+            got = got.window(since, None)
+            if len(got):
+                fresh[feed.symbol] = got
+        if not fresh:
+            return 0
+        stop_at = s.options.stop_at
+        moments = sorted({int(t) for bars in fresh.values() for t in bars.ts})
+        delivered = 0
+        for ts in moments:
+            data_ts = ts - s.options.time_offset
+            if stop_at is not None and data_ts >= stop_at:
+                self.finish("end of the window")
+                break
+            for feed in s.feeds:
+                bars = fresh.get(feed.symbol)
+                if bars is None:
+                    continue
+                i = int(bars.ts.searchsorted(ts))
+                if i >= len(bars) or int(bars.ts[i]) != ts:
+                    continue
+                gap = ts - self.last_open[feed.symbol] - self.tf
+                if gap > 0:
+                    missing = gap // self.tf
+                    s.event("data_gap", feed.symbol, f"{missing} bar(s) missing before {ms_to_iso(data_ts)}",
+                            {"from": ms_to_iso(self.last_open[feed.symbol] + self.tf - s.options.time_offset),
+                             "to": ms_to_iso(ts - self.tf - s.options.time_offset), "missing": int(missing)})
+                feed.push(data_ts, bars.open[i], bars.high[i], bars.low[i], bars.close[i], bars.volume[i])
+                self.last_open[feed.symbol] = ts
+                self.latest[feed.symbol] = (data_ts + self.tf, float(bars.close[i]))
+                s.visible_at[data_ts + self.tf] = time.perf_counter()
+                delivered += 1
+        for bars in fresh.values():
+            s.tap(bars)
+        return delivered
+
+    def finish(self, why: str) -> None:
+        if not self.finished:
+            self.finished = True
+            log.info("live session ending: %s", why)
+            for feed in self.s.feeds:
+                feed.finish()
+
+
+class PumpedFeed(LiveFeed):
+    """A live feed that runs the session's market-data job before looking at its queue."""
+
+    def __init__(self, symbol: str, timeframe: str, market: MarketData):
+        super().__init__(symbol, timeframe, poll_s=0.0)
+        self.market = market
+
+    def _load(self):
+        self.market.pump()
+        got = super()._load()
+        if got is None:
+            time.sleep(min(0.005, max(0.0, self.market.next_due - time.monotonic())))
+        return got
+
+
+class LiveSession:
+    """One live (or paced) run from start to clean stop."""
+
+    def __init__(self, config: Config, store: Store, journal: Journal, options: LiveOptions):
+        check_target(options)
+        self.config, self.store, self.journal, self.options = config, store, journal, options
+        self.key, self.secret = check_keys(config, options)
+        self.symbols = tuple(normalize_symbol(s) for s in config.run.symbols)
+        self.timeframe = config.run.timeframe
+        timeframe_ms(self.timeframe)
+        self.cls = load_strategy(config.run.strategy)
+        self.strategy = strategy_name(config.run.strategy, self.cls)
+        self.params = resolve_params(self.cls, self.strategy, dict(config.strategy.params))
+        quotes = {s.split("/")[1] for s in self.symbols}
+        if len(quotes) != 1:
+            raise UserError(f"symbols {', '.join(self.symbols)} have different quote assets")
+        self.quote = quotes.pop()
+        self.mode = options.mode or ("live-testnet" if options.testnet else "live-paper")
+        self.refresh_s = float(config.live.refresh_seconds)
+        self.stop_requested = threading.Event()
+        self.visible_at: dict[int, float] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.run_id: str | None = None
+        self._request_seq = 0
+        self.telemetry = options.hooks.get("telemetry")
+
+    # -- helpers used by the jobs -------------------------------------------------------------
+
+    def new_request_id(self, prefix: str) -> str:
+        self._request_seq += 1
+        return f"{prefix}-{self.run_id[-6:] if self.run_id else 'x'}-{self._request_seq:06d}"
+
+    def event(self, kind: str, symbol: str, detail: str, data: dict | None = None, request_id: str = "") -> None:
+        ts = self.data_now()
+        self.recorder.event(Event(ts, kind, symbol, detail, request_id, data or {}))
+        if self.telemetry is not None:
+            self.telemetry.on_event(kind, symbol, detail, data or {})
+
+    def job(self, name: str, started: float, error: str | None, request_id: str, info: dict) -> None:
+        duration = (time.monotonic() - started) * 1000
+        state = self.jobs.setdefault(name, {"runs": 0, "failures": 0, "consecutive_failures": 0})
+        state["runs"] += 1
+        state["last_duration_ms"] = round(duration, 3)
+        state["last_start"] = now_ms() - int(duration)
+        if error:
+            state["failures"] += 1
+            state["consecutive_failures"] += 1
+            state["last_error"] = error
+        else:
+            state["consecutive_failures"] = 0
+            state["last_completion"] = now_ms()
+        if self.telemetry is not None:
+            self.telemetry.on_job(name, duration, error, request_id, info)
+
+    def data_now(self) -> int:
+        return self.clock.now() - self.options.time_offset
+
+    def tap(self, bars) -> None:
+        if not self.options.tap or len(bars) == 0:
+            return
+        try:
+            self.store.write(self.client.dataset_id, bars, what=f"tapped {bars.symbol}")
+        except (DatasetError, OSError) as exc:
+            self.event("error", bars.symbol, f"could not write tapped bars: {exc}")
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        from harness.exchange import ExchangeClient
+
+        observer = self.telemetry.on_request if self.telemetry is not None else None
+        self.client = ExchangeClient(self.config, url=self.options.url, testnet=self.options.testnet,
+                                     api_key=self.key, api_secret=self.secret, observer=observer)
+        self.clock = ExchangeClock(self.client.server_time)
+        self.rules = self.client.load_rules(self.symbols)
+        if self.options.tap:
+            self.store.save_rules(self.client.dataset_id, self.rules, self.clock.now(), f"{self.mode} exchangeInfo")
+
+    def run(self):
+        """Run until the duration, the window's end, a signal or a kill switch; returns a RunResult."""
+        from harness.brokers.testnet import TestnetBroker
+        from harness.engine import RunResult, bind_strategy, finalize
+
+        self.connect()
+        before = self.options.hooks.get("before_run")
+        if before is not None:                 # paced replay: (re)start the exchange's replay clock now
+            before()
+            self.clock = ExchangeClock(self.client.server_time)
+        resume = self.options.resume
+        started = now_ms()
+        self.started_exchange = self.clock.now()
+        last_seq = 0
+        if resume:
+            from harness.journal import read_wal
+
+            self.run_id = self.journal.run_row(resume)["run_id"]
+            self.journal.apply_wal(self.run_id)             # what the crash kept out of the catalog
+            wal = read_wal(self.journal.wal_path(self.run_id))
+            last_seq = wal[-1][0] if wal else 0
+        else:
+            self.run_id = new_run_id(self.strategy, started)
+        self.recorder = DurableRecorder(self.journal, self.run_id, start_seq=last_seq)
+        prefix = f"{self.run_id[-6:]}-"
+        self.broker = TestnetBroker(self.client, dict(self.rules), FillConfig.from_config(self.config),
+                                    limits=RiskLimits.from_config(self.config.risk), recorder=self.recorder,
+                                    quote_asset=self.quote, id_prefix=prefix, time_offset=self.options.time_offset,
+                                    poll_seconds=float(self.config.live.execution_seconds or 1.0),
+                                    sync_seconds=float(self.config.live.position_sync_seconds))
+        self.broker.visible_at = self.visible_at
+        self.market = MarketData(self)
+        self.feeds = [PumpedFeed(s, self.timeframe, self.market) for s in self.symbols]
+        self.broker.attach(self.feeds)
+        if resume:
+            from harness.resume import reconcile
+
+            self.recorder.open()
+            reconcile(self)
+        else:
+            self._register(started)
+            self.recorder.open()
+            self.event("run_started", "", f"{self.mode} run started", {})
+        warmup = self.config.live.warmup_bars if self.options.warmup_bars is None else self.options.warmup_bars
+        self.market.warm_up(warmup)
+        self.broker.sync_positions(self.data_now(), initial=not resume)
+        self.recorder.flush(force=True)
+        cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, live=True, quicknotify=False,
+                             exactbars=False)
+        for feed in self.feeds:
+            cerebro.adddata(feed, name=feed.symbol)
+        context = StrategyContext(self.config, self.mode, self.symbols, self.timeframe, self.rules, self.recorder)
+        cerebro.addstrategy(bind_strategy(self.cls, context, skip_warmup=True), **self.params)
+        cerebro.setbroker(self.broker)
+        self.broker.on_halt = lambda ts, detail: self.market.finish(f"kill switch: {detail}")
+        restore = self._install_signals() if self.options.install_signals else None
+        if self.telemetry is not None:
+            self.telemetry.attach(self)
+        status = "completed"
+        error: BaseException | None = None
+        try:
+            cerebro.run()
+        except Exception as exc:               # the strategy or the exchange broke the run
+            error = exc
+            status = "failed"
+        finally:
+            if restore is not None:
+                restore()
+        status = self._stop(status, error)
+        if self.telemetry is not None:
+            self.telemetry.detach()
+        summary = self._summary(status)
+        result = RunResult(self.run_id, summary)
+        if error is not None:
+            if isinstance(error, HarnessError):
+                raise error
+            raise HarnessError(f"live run {self.run_id} failed: {type(error).__name__}: {error}") from error
+        finalize(self.journal, result, report=self.options.hooks.get("report", True),
+                 gates_path=self.options.hooks.get("gates_path"))
+        return result
+
+    def _register(self, started: int) -> None:
+        config = self.config
+        plan = getattr(self, "plan", None)        # paced replay: the window it replays
+        row = {"run_id": self.run_id, "mode": self.mode, "strategy": self.strategy, "params": self.params,
+               "symbols": list(self.symbols), "timeframe": self.timeframe,
+               "start": plan.start if plan else self.data_now(), "end": plan.end if plan else None,
+               "cash": config.run.cash if plan else None, "profile": config.profile,
+               "config_digest": config.digest(), "data_fingerprint": plan.data_fingerprint if plan else None,
+               "code_version": code_version(), "started_at": started, "status": "running",
+               "exchange": plan.exchange if plan else self.client.dataset_id,
+               "synthetic": bool(plan and plan.synthetic), "bars": plan.bar_count if plan else 0}
+        info = {**row, "start": ms_to_iso(row["start"]), "end": ms_to_iso(row["end"]), "started_at": ms_to_iso(started),
+                "config": config.to_dict(), "risk_limits": RiskLimits.from_config(config.risk).active(),
+                "target": "testnet" if self.options.testnet else "loopback paper exchange",
+                "data_quality": plan.quality if plan else {}, "notes": plan.notes if plan else []}
+        self.run_info = info
+        self.journal.start_run(row, info)
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            log.warning("signal %s: stopping cleanly", signum)
+            self.stop_requested.set()
+
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(sig, h) for sig, h in old.items()]
+
+    def _stop(self, status: str, error: BaseException | None) -> str:
+        """Cancel open orders, take the last equity point, write everything, close the run."""
+        ts = self.data_now()
+        try:
+            self.broker.cancel_all(ts, "run stopped")
+            for symbol in self.symbols:
+                self.broker.pull_fills(symbol)
+        except ExchangeError as exc:
+            self.event("exchange_error", "", f"shutdown: {exc}", {"error": str(exc), "kind": "shutdown"})
+        if self.broker.halted and status == "completed":
+            status = "halted"
+        if self.stop_requested.is_set() and status == "completed":
+            self.event("run_stopped", "", "stopped by signal", {})
+        self.broker._mark(max(ts, self.recorder.equity_rows[-1]["ts"] if self.recorder.equity_rows else ts))
+        stats = self.client.stats()
+        requests = sum(v["requests"] for v in stats.values())
+        errors = sum(v["errors"] for v in stats.values())
+        self.event("exchange_stats", "", f"{requests} requests, {errors} errors", {"requests": requests, "errors": errors})
+        if error is not None:
+            self.event("error", "", f"{type(error).__name__}: {error}", {})
+        self.recorder.close()
+        finished = now_ms()
+        tables = self.journal.read_tables(self.run_id)
+        final_equity = self.recorder.equity_rows[-1]["equity"] if self.recorder.equity_rows else None
+        start_equity = self.recorder.equity_rows[0]["equity"] if self.recorder.equity_rows else None
+        ret = (final_equity / start_equity - 1) * 100 if final_equity and start_equity else None
+        plan = getattr(self, "plan", None)
+        if plan is not None:
+            ts = plan.end
+        fields = {"status": status, "finished_at": finished, "end": ts, "final_equity": final_equity,
+                  "return_pct": ret, "cash": plan.config.run.cash if plan else start_equity, "bars": self.bars_seen()}
+        self.journal.finish_run(self.run_id, tables, fields)
+        info = getattr(self, "run_info", None) or {}
+        info.update(status=status, finished_at=ms_to_iso(finished), end=ms_to_iso(ts), cash=fields["cash"])
+        self.journal.write_run_json(self.run_id, info)
+        self.final = {"status": status, "final_equity": final_equity, "return_pct": ret, "tables": tables}
+        return status
+
+    def bars_seen(self) -> int:
+        return sum(len(f) for f in self.feeds)
+
+    def _summary(self, status: str) -> dict[str, Any]:
+        tables = self.final["tables"]
+        equity = tables["equity"].column("equity").to_numpy() if tables["equity"].num_rows else []
+        drawdown = tables["equity"].column("drawdown_pct").to_numpy() if tables["equity"].num_rows else []
+        closed = sum(1 for v in tables["trades"].column("closed_at").to_pylist() if v is not None)
+        denials: dict[str, int] = {}
+        for kind, data in zip(tables["events"].column("kind").to_pylist(), tables["events"].column("data").to_pylist(),
+                              strict=True):
+            if kind == "risk_denied":
+                import json
+
+                limit = json.loads(data or "{}").get("limit", "?")
+                denials[limit] = denials.get(limit, 0) + 1
+        from harness.engine import _sharpe
+
+        row = self.journal.run_row(self.run_id)
+        lat = sorted(self.broker.bar_latencies_ms)
+        return {
+            "run_id": self.run_id, "mode": self.mode, "status": status, "strategy": self.strategy,
+            "params": self.params, "symbols": list(self.symbols), "timeframe": self.timeframe,
+            "exchange": row.get("exchange"), "synthetic": bool(row.get("synthetic")),
+            "start": _iso(row.get("start")), "end": _iso(row.get("end")), "bars": self.bars_seen(),
+            "orders": tables["orders"].num_rows, "fills": tables["fills"].num_rows, "trades": closed,
+            "open_trades": tables["trades"].num_rows - closed, "risk_denials": sum(denials.values()),
+            "risk_denials_by_limit": dict(sorted(denials.items())), "kill_switch": self.broker.halted,
+            "final_equity": self.final["final_equity"], "return_pct": self.final["return_pct"],
+            "max_drawdown_pct": float(max(drawdown)) if len(drawdown) else 0.0,
+            "sharpe": _sharpe(equity, timeframe_ms(self.timeframe)) if len(equity) else None,
+            "fees": quote_fees(tables["fills"]),
+            "profile": self.config.profile, "verdict": None, "report": None,
+            "latency_ms": {"p50": lat[len(lat) // 2] if lat else None,
+                           "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None, "n": len(lat)},
+        }
+
+
+def _iso(value) -> str | None:
+    return None if value is None else ms_to_iso(int(value.timestamp() * 1000))
+
+
+def quote_fees(fills) -> float:
+    """Fees of a fills table in the quote asset (a fee in the base asset valued at its fill price)."""
+    total = 0.0
+    for symbol, fee, asset, price in zip(*(fills.column(c).to_pylist() for c in ("symbol", "fee", "fee_asset", "price")),
+                                         strict=True):
+        total += fee * price if asset == symbol.split("/")[0] else fee
+    return round(total, 8)
+
+
+def run_live(config: Config, store: Store, journal: Journal, options: LiveOptions):
+    """The ``live`` command: check the target and keys, then run a session."""
+    return LiveSession(config, store, journal, options).run()
