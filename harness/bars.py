@@ -84,17 +84,17 @@ class Bars:
 
     def to_table(self) -> pa.Table:
         """The stored form (:data:`SCHEMA` plus the optional columns present)."""
-        columns = [pa.array(np.asarray(self.ts, np.int64), pa.int64()).cast(pa.timestamp("ms", tz="UTC"))]
-        columns += [pa.array(np.asarray(getattr(self, c), np.float64), pa.float64()) for c in OHLCV]
+        columns = [numpy_to_arrow(self.ts, pa.int64()).view(pa.timestamp("ms", tz="UTC"))]
+        columns += [numpy_to_arrow(getattr(self, c), pa.float64()) for c in OHLCV]
         fields = list(SCHEMA)
         for name in OPTIONAL:
             if name in self.extra:
                 values = np.asarray(self.extra[name], np.float64)
                 unknown = np.isnan(values)
                 if name == "trades":
-                    values = np.where(unknown, 0, values).astype(np.int64)
+                    values = np.where(unknown, 0, values)
                 fields.append(OPTIONAL_FIELDS[name])
-                columns.append(pa.array(values, OPTIONAL_FIELDS[name].type, mask=unknown if unknown.any() else None))
+                columns.append(numpy_to_arrow(values, OPTIONAL_FIELDS[name].type, missing=unknown))
         return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
@@ -277,6 +277,43 @@ def fingerprint(series: Iterable[Bars], exchange: str = "") -> str:
             digest.update(f"|{name}|".encode())
             digest.update(np.ascontiguousarray(bars.extra[name], dtype="<f8").tobytes())
     return digest.hexdigest()[:16]
+
+
+def arrow_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An int64, float64 or timestamp arrow column as numpy (timestamps as their int64 values,
+    nulls as NaN in a float64 result), without pyarrow's ``to_numpy``, which imports pandas."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for arr in chunks:
+        if pa.types.is_timestamp(arr.type):
+            arr = arr.cast(pa.int64())
+        dtype = _NUMPY_TYPES.get(arr.type)
+        if dtype is None:
+            arr, dtype = arr.cast(pa.float64()), np.float64
+        data = np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset) if len(arr) \
+            else np.empty(0, dtype)
+        if arr.null_count:
+            bits = np.frombuffer(arr.buffers()[0], np.uint8)
+            valid = np.unpackbits(bits, bitorder="little", count=arr.offset + len(arr))[arr.offset:].astype(bool)
+            data = np.where(valid, data.astype(np.float64), np.nan)
+        parts.append(data)
+    if not parts:
+        return np.empty(0, np.float64)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+
+
+def numpy_to_arrow(values: np.ndarray, kind: pa.DataType, missing: np.ndarray | None = None) -> pa.Array:
+    """An int64 or float64 arrow array over numpy values (nulls where ``missing``), without
+    ``pa.array``, which imports pandas."""
+    data = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[kind])
+    validity = None
+    if missing is not None and missing.any():
+        validity = pa.py_buffer(np.packbits(~np.asarray(missing, bool), bitorder="little"))
+    return pa.Array.from_buffers(kind, len(data), [validity, pa.py_buffer(data)],
+                                 null_count=-1 if validity is not None else 0)
+
+
+_NUMPY_TYPES = {pa.int64(): np.int64, pa.float64(): np.float64}
 
 
 # --------------------------------------------------------------------------------------------

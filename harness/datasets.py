@@ -42,6 +42,7 @@ from harness.bars import (
     PRICE_COLUMNS,
     SCHEMA,
     Bars,
+    arrow_to_numpy,
     bucket_start,
     count_gaps,
     fingerprint,
@@ -489,18 +490,16 @@ def _read_columns(path: Path) -> dict[str, np.ndarray]:
         table = pq.ParquetFile(path).read(use_threads=False)
     except (OSError, pa.ArrowException) as exc:
         raise DatasetError(f"stored file {path} is unreadable ({exc}); delete it and import again") from None
-    cols = {"ts": table.column("ts").cast(pa.int64()).to_numpy()}
-    cols.update({c: table.column(c).to_numpy() for c in OHLCV})
+    cols = {c: arrow_to_numpy(table.column(c)) for c in ("ts", *OHLCV)}
     for name in OPTIONAL:
         if name in table.column_names:
-            cols[name] = table.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            cols[name] = arrow_to_numpy(table.column(name)).astype(np.float64)
     return cols
 
 
 def _read_ts(paths: list[Path]) -> np.ndarray:
     try:
-        return np.concatenate([pq.ParquetFile(p).read(columns=["ts"]).column("ts").cast(pa.int64()).to_numpy()
-                               for p in paths])
+        return np.concatenate([arrow_to_numpy(pq.ParquetFile(p).read(columns=["ts"]).column("ts")) for p in paths])
     except (OSError, pa.ArrowException) as exc:
         raise DatasetError(f"a stored file under {paths[0].parent.parent} is unreadable ({exc}); "
                            "delete it and import again") from None

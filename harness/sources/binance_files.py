@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.bars import OHLCV, Bars, infer_timeframe, validate_bars
+from harness.bars import OHLCV, Bars, arrow_to_numpy, infer_timeframe, validate_bars
 from harness.datasets import Store
 from harness.errors import DatasetError, UserError
 from harness.model import QUOTE_ASSETS, ms_to_iso, normalize_symbol, timeframe_ms, timeframe_name
@@ -212,7 +212,7 @@ def _read_arrow(path: Path, what: str, feather: bool) -> _Raw:
         else:
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()       # (pq.read_table would import pyarrow.dataset: ~0.8 s)
     except (OSError, pa.ArrowException) as exc:
         kind = "Feather" if feather else "Parquet"
         raise DatasetError(f"{what}: not a readable {kind} file ({_first_line(exc)})") from None
@@ -258,20 +258,20 @@ def _times(column, name: str, what: str) -> np.ndarray:
     """Epoch milliseconds from timestamps, dates, ISO strings or epoch numbers (s, ms, µs, ns by magnitude)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if arr.null_count:
-        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        row = int(np.flatnonzero(arrow_to_numpy(arr.is_null().cast(pa.int64())) == 1)[0])
         raise DatasetError(f"{what}: {name} is missing at row {row + 1}")
     kind = arr.type
     if pa.types.is_timestamp(kind):
         per_ms = {"s": 1 / 1000, "ms": 1, "us": 1000, "ns": 1_000_000}[kind.unit]
-        raw = arr.cast(pa.int64()).to_numpy()
+        raw = arrow_to_numpy(arr.cast(pa.int64()))
         ms = raw * 1000 if per_ms < 1 else raw // int(per_ms)
     elif pa.types.is_date(kind):
-        ms = arr.cast(pa.date64()).cast(pa.int64()).to_numpy()
+        ms = arrow_to_numpy(arr.cast(pa.date64()).cast(pa.int64()))
     elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        raw = arr.cast(pa.float64()).to_numpy()
+        raw = arrow_to_numpy(arr.cast(pa.float64()))
         if not np.isfinite(raw).all() or (raw != np.floor(raw)).any():
             raise DatasetError(f"{what}: {name} holds a value that is not a whole epoch time")
-        ms = _epoch_to_ms(arr.cast(pa.int64()).to_numpy())
+        ms = _epoch_to_ms(arrow_to_numpy(arr.cast(pa.int64())))
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         ms = _parse_time_strings(arr, name, what)
     else:
@@ -312,18 +312,18 @@ def _numbers(column, name: str, what: str, ts: np.ndarray) -> np.ndarray:
     """A numeric column as float64 (missing → NaN, caught by validation with its time)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_decimal(arr.type):
-        return arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return arrow_to_numpy(arr.cast(pa.float64()))
     if pa.types.is_null(arr.type):
         return np.full(len(arr), np.nan)
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         trimmed = pc.utf8_trim_whitespace(arr)
         ok = pc.or_kleene(pc.is_null(trimmed), pc.match_substring_regex(
             trimmed, r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^(?i:nan)$"))
-        okn = ok.to_numpy(zero_copy_only=False)
+        okn = arrow_to_numpy(ok.cast(pa.int64())) == 1
         if not okn.all():
             i = int(np.flatnonzero(~okn)[0])
             raise DatasetError(f"{what}: {name} at {ms_to_iso(int(ts[i]))} is {arr[i].as_py()!r}, not a number")
-        return pc.cast(trimmed, pa.float64()).to_numpy(zero_copy_only=False)
+        return arrow_to_numpy(pc.cast(trimmed, pa.float64()))
     raise DatasetError(f"{what}: {name} has type {arr.type}, not numbers")
 
 
