@@ -8,6 +8,7 @@ import hmac
 import http.client
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -305,7 +306,8 @@ def test_exchange_serve_and_the_readme_client(workspace, tmp_path):
                                "BTC/USDT", "--balance", "USDT=10000"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env)
     try:
-        line = server.stdout.readline()
+        ready, _, _ = select.select([server.stdout], [], [], 60)             # bounded: never wait forever
+        line = server.stdout.readline() if ready else ""
         assert "paper exchange listening on http://127.0.0.1:" in line, line
         url = line.split("listening on ")[1].split()[0]
         script = tmp_path / "client.py"

@@ -7,6 +7,7 @@ the client is ccxt's binance in sandbox mode with every API URL rewritten to it.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -54,6 +55,9 @@ def run() -> None:
                                    "--balance", "BTC=1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env=env, cwd=tmp)
         try:
+            ready, _, _ = select.select([server.stdout], [], [], 60)
+            if not ready:
+                raise RuntimeError("exchange serve did not start within 60 s")
             url = server.stdout.readline().split("listening on ")[1].split()[0]
             client = ccxt_client(url, key="bench-key", secret="bench-secret")
             client.load_markets()
