@@ -21,7 +21,7 @@ from harness.datasets import Bars, Store, fingerprint, quality_report
 from harness.errors import DatasetError, HarnessError
 from harness.fills import FillConfig
 from harness.journal import Journal, code_version, new_run_id, now_ms
-from harness.model import DAY_MS, MarketRules, ms_to_iso, normalize_symbol, timeframe_ms
+from harness.model import DAY_MS, Event, MarketRules, ms_to_iso, normalize_symbol, parse_time, timeframe_ms
 from harness.recorder import Recorder, trades_table
 from harness.risk import RiskLimits
 from harness.strategy import StrategyContext, load_strategy, resolve_params, strategy_name
@@ -92,6 +92,7 @@ def plan_window(store: Store, exchange: str, symbols: tuple[str, ...], timeframe
     window_end = last_common if end is None else end
     window_end -= window_end % step
     start = window_end - int(round(days * DAY_MS))
+    start += -start % step                      # the first whole bar of the window
     for symbol, (first, last) in coverage.items():
         if start < first or window_end > last:
             span = (last - first) / DAY_MS
@@ -242,6 +243,11 @@ def run_replay(plan: ReplayPlan, journal: Journal, progress: Callable[[int, int]
     row, info = run_info(plan, run_id, mode, started_at)
     journal.start_run(row, info)
     recorder = Recorder()
+    for symbol, quality in plan.quality.items():     # the window's holes, on the record before trading
+        for first, last in quality.get("gap_spans", []):
+            missing = (parse_time(last) - parse_time(first)) // timeframe_ms(plan.timeframe) + 1
+            recorder.event(Event(parse_time(first), "data_gap", symbol, f"{missing} bar(s) missing from {first}",
+                                 data={"from": first, "to": last, "missing": int(missing)}))
     config = plan.config
     broker = PaperBroker(config.run.cash, dict(plan.rules), FillConfig.from_config(config),
                          limits=RiskLimits.from_config(config.risk), recorder=recorder,

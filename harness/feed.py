@@ -110,30 +110,56 @@ def install_fast_forward() -> None:
     LineBuffer.forward = _forward
 
 
-class _NoPeekBuffer(LineBuffer):
-    """A line buffer that refuses to show values from the future."""
-
-    def __getitem__(self, ago):
-        if ago > 0:
-            raise LookAheadError(f"a strategy read a value {ago} bar(s) ahead ({self._describe()}): "
-                                 "strategies may only use bars that have closed")
-        return self.array[self.idx + ago]
-
-    def get(self, ago=0, size=1):
-        if ago > 0:
-            raise LookAheadError(f"a strategy read values {ago} bar(s) ahead ({self._describe()})")
-        return super().get(ago, size)
-
-    def _describe(self) -> str:
-        owner = getattr(self, "_owner", None)
-        return type(owner).__name__ if owner is not None else "line"
+def _no_peek_getitem(self, ago):
+    if ago > 0:
+        raise LookAheadError(f"a strategy read a value {ago} bar(s) ahead ({type(self).__name__}): "
+                             "strategies may only use bars that have closed")
+    return self.array[self.idx + ago]
 
 
-def forbid_lookahead(lines_owner) -> None:
-    """Guard every line buffer of a feed or an indicator against positive indices."""
-    for line in lines_owner.lines:
-        if type(line) is LineBuffer:
-            line.__class__ = _NoPeekBuffer
+def _no_peek_get(self, ago=0, size=1):
+    if ago > 0:
+        raise LookAheadError(f"a strategy read values {ago} bar(s) ahead ({type(self).__name__}): "
+                             "strategies may only use bars that have closed")
+    return LineBuffer.get(self, ago, size)
+
+
+_GUARDED: dict[type, type] = {}
+
+
+def _guarded_class(cls: type) -> type:
+    """A subclass of a line-buffer class whose indexing refuses the future (cached per class)."""
+    guarded = _GUARDED.get(cls)
+    if guarded is None:
+        guarded = _GUARDED[cls] = type(f"NoPeek{cls.__name__}", (cls,),
+                                       {"__getitem__": _no_peek_getitem, "get": _no_peek_get,
+                                        "__module__": __name__})
+    return guarded
+
+
+def _guard_buffer(line) -> None:
+    cls = type(line)
+    if cls not in _GUARDED.values():
+        line.__class__ = _guarded_class(cls)
+
+
+def forbid_lookahead(item) -> None:
+    """Guard a feed, an indicator or a line operation against reads of the future.
+
+    Every line buffer it owns refuses a positive index (``close[1]``), and a line built from
+    the future (``close(1)``, backtrader's forward delay) is refused outright.
+    """
+    from backtrader.linebuffer import _LineForward
+
+    if isinstance(item, _LineForward):
+        raise LookAheadError("a strategy built a line from the future (e.g. data.close(1)): strategies may "
+                             "only use bars that have closed; use data.close(-1) for the previous bar")
+    if isinstance(item, LineBuffer):
+        _guard_buffer(item)
+        return
+    for line in item.lines:
+        if isinstance(line, LineBuffer):
+            _guard_buffer(line)
 
 
 class LiveFeed(bt.feed.DataBase):

@@ -133,6 +133,8 @@ def match(order_type: OrderType, side: Side, remaining: float, bar_open: float, 
     The caller guarantees the bar is later than the bar the order was sent on.
     """
     is_triggered = already_triggered
+    if not bar_volume > 0:
+        return None, is_triggered          # nothing traded in this bar: nothing can fill or trigger
     if order_type is OrderType.MARKET:
         fill_price, liquidity = slipped(bar_open, side, cfg, rules), Liquidity.TAKER
     elif order_type is OrderType.LIMIT:

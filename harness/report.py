@@ -9,6 +9,7 @@ no scripts, no external references, so it opens offline and can be archived as e
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import replace
@@ -76,13 +77,18 @@ def make_report(journal: Any, run_id: str, gates_path: str | Path | None = None,
 def render_report(record: Any, prices: pd.DataFrame | None, metrics: dict[str, Any], verdict: Verdict,
                   other: tuple[Any, pd.DataFrame | None] | None = None) -> str:
     """The report's HTML for a loaded run (no file I/O besides the template)."""
+    context = build_context(record, prices, metrics, verdict, other)
+    return _template().render(**context)
+
+
+@functools.cache
+def _template() -> Any:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
                              lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    context = build_context(record, prices, metrics, verdict, other)
-    return env.get_template(TEMPLATE).render(**context)
+    return env.get_template(TEMPLATE)
 
 
 # --------------------------------------------------------------------------------------------

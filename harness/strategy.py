@@ -64,8 +64,8 @@ class HarnessStrategy(bt.Strategy):
     def start(self) -> None:
         for data in self.datas:
             forbid_lookahead(data)
-        for indicator in self._lineiterators.get(bt.LineIterator.IndType, []):
-            forbid_lookahead(indicator)
+        for item in self._lineiterators.get(bt.LineIterator.IndType, []):     # indicators, line operations
+            forbid_lookahead(item)
         self._lean = self._lean_plan()
         super().start()
 
@@ -78,10 +78,13 @@ class HarnessStrategy(bt.Strategy):
                 or cls.notify_cashvalue is not bt.Strategy.notify_cashvalue
                 or cls.notify_fund is not bt.Strategy.notify_fund):
             return None
+        from backtrader.linebuffer import LineBuffer
+
         plan = []
-        for indicator in self._lineiterators.get(bt.LineIterator.IndType, []):
-            buffers = list(indicator.lines)
-            plan.append((buffers[0], indicator._clock.lines[0], buffers))
+        for item in self._lineiterators.get(bt.LineIterator.IndType, []):
+            buffers = [item] if isinstance(item, LineBuffer) else list(item.lines)
+            clock = item._clock
+            plan.append((buffers[0], clock if isinstance(clock, LineBuffer) else clock.lines[0], buffers))
         self._own_lines = list(self.lines)
         return plan
 

@@ -225,10 +225,6 @@ def test_a_strategy_reading_the_next_bar_fails_the_run_through_the_cli(walk_mark
     assert not list(journal.run_dir(run["run_id"]).glob("*.parquet"))      # no half evidence
 
 
-@pytest.mark.xfail(reason="BUG: lines built in __init__ from data lines escape forbid_lookahead: close(1) "
-                          "(backtrader _LineForward, filled in once() from the preloaded arrays) gives the next "
-                          "bar's close at [0], and (close - open)[1] (a LinesOperation, not a plain LineBuffer) "
-                          "gives the next bar's value; the run completes", strict=True, raises=AssertionError)
 @pytest.mark.parametrize("strategy", ["PeekForwardLine", "PeekOperation"])
 def test_lines_derived_from_the_future_are_caught(walk_market, tmp_path, strategy):
     config = config_for(strategy=f"{HELPERS / 'peeking.py'}:{strategy}")
@@ -318,9 +314,6 @@ def test_a_window_with_a_gap_replays_and_reports_the_gap(gap_run):
     assert len(run.table("equity")) == 1380
 
 
-@pytest.mark.xfail(reason="MISSING: replay does not journal the data_gap event that DESIGN 3.3 and "
-                          "docs/CONTRACTS.md list ({from, to, missing})", strict=True,
-                   raises=AssertionError)
 def test_a_gap_in_the_window_is_journaled_as_a_data_gap_event(gap_run):
     _, run = gap_run
     gaps = [e for e in run.rows("events") if e["kind"] == "data_gap"]

@@ -147,10 +147,13 @@ def test_triggered_stop_fills_later_bars_at_their_open():
     assert plan == FillPlan(97.0, 1.0, TAKER) and still is True
 
 
-def test_stop_triggered_on_a_bar_without_volume_stays_triggered():
-    cfg = FillConfig(slippage_bps=0, max_bar_volume_pct=10)
+def test_a_bar_without_volume_neither_fills_nor_triggers_a_stop():
+    cfg = FillConfig(slippage_bps=0, max_bar_volume_pct=10)      # nothing traded: its prices are not trades
     plan, triggered = fm.match(STOP, SELL, 1.0, 100.0, 100.0, 98.0, 0.0, cfg, RULES, stop_price=99.0)
-    assert plan is None and triggered is True
+    assert plan is None and triggered is False
+    plan, triggered = fm.match(STOP, SELL, 1.0, 100.0, 100.0, 98.0, 0.0, cfg, RULES, stop_price=99.0,
+                               already_triggered=True)
+    assert plan is None and triggered is True                    # an earlier trigger is kept
 
 
 @pytest.mark.parametrize("otype, side, kwargs, expected", [

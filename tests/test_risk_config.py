@@ -72,11 +72,14 @@ def test_overrides_can_change_or_clear_a_staging_limit():
     assert limits.max_gross_exposure == 0.5 and limits.max_drawdown_pct is None
 
 
-def test_infinite_limit_is_refused_when_the_limits_are_built(tmp_path):
-    # TOML's inf passes harness.config today; RiskLimits refuses it, still naming the key
-    config = load_config(write(tmp_path, "[risk]\nmax_order_notional = inf\n"), env={})
+def test_infinite_limit_is_refused_when_the_config_loads(tmp_path):
     with pytest.raises(ConfigError, match="risk.max_order_notional"):
-        RiskLimits.from_config(config.risk)
+        load_config(write(tmp_path, "[risk]\nmax_order_notional = inf\n"), env={})
+
+
+def test_infinite_limit_is_refused_when_the_limits_are_built():
+    with pytest.raises(ConfigError, match="risk.max_order_notional"):
+        RiskLimits(max_order_notional=float("inf"))
 
 
 def test_base_layer_has_no_limits_and_staging_sets_all_of_them():

@@ -117,7 +117,7 @@ class HarnessBroker(bt.BrokerBase):
         """The single entry point for orders: guard, then the concrete broker's route."""
         order.addcomminfo(self._comminfo)
         data = order.data
-        ts = self.now_ms(data)
+        ts = self.clock_ms(data)
         otype = BT_TYPES.get(order.exectype if order.exectype is not None else bt.Order.Market)
         side = Side.BUY if order.isbuy() else Side.SELL
         qty = abs(float(order.size))
@@ -240,6 +240,12 @@ class HarnessBroker(bt.BrokerBase):
     def next_fill_id(self) -> str:
         self._fill_seq += 1
         return f"F{self._fill_seq:07d}"
+
+    def clock_ms(self, data=None) -> int:
+        """The run's moment: the latest bar close across its feeds (a symbol without a bar at
+        this step must not stamp an order with its own, older, close)."""
+        datas = getattr(self, "_datas", None) or ([data] if data is not None else [])
+        return max((self.now_ms(d) for d in datas if len(d)), default=0)
 
     @staticmethod
     def now_ms(data) -> int:

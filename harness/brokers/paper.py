@@ -70,14 +70,16 @@ class PaperBroker(HarnessBroker):
         rate = self.fill_config.fee_rate(Liquidity.MAKER if record.type is OrderType.LIMIT else Liquidity.TAKER)
         return record.qty * price * (1 + rate) <= self.free_cash() + 1e-9
 
+    def reservation(self, record: Order) -> float:
+        """Cash a resting buy holds back: its remainder at its limit (or stop) price plus fees."""
+        if record.side is not Side.BUY:
+            return 0.0
+        price = record.price or record.stop_price or 0.0
+        return record.remaining * price * (1 + self.fill_config.fee_rate(Liquidity.MAKER))
+
     def free_cash(self) -> float:
         """Cash not reserved for resting buys."""
-        reserved = 0.0
-        for _, r in self.open_orders.values():
-            if r.side is Side.BUY:
-                price = r.price or r.stop_price or 0.0
-                reserved += r.remaining * price * (1 + self.fill_config.fee_rate(Liquidity.MAKER))
-        return self.portfolio.cash - reserved
+        return self.portfolio.cash - sum(self.reservation(r) for _, r in self.open_orders.values())
 
     def _rules_for(self, symbol: str) -> MarketRules:
         rules = self.rules.get(symbol)
@@ -117,10 +119,7 @@ class PaperBroker(HarnessBroker):
             qty = plan.qty
             ts = self.now_ms(data) - data.tf_ms          # the bar's open: when the fill happens
             if record.side is Side.BUY:
-                own_reservation = 0.0
-                if record.type is OrderType.LIMIT:
-                    own_reservation = record.remaining * record.price * (1 + cfg.fee_rate(Liquidity.MAKER))
-                available = self.free_cash() + own_reservation
+                available = self.free_cash() + self.reservation(record)
                 qty = min(qty, fm.affordable_qty(available, plan.price, cfg, rules, plan.liquidity))
                 if qty <= 0:
                     self._cancel(order, record, ts, fm.REASON_INSUFFICIENT)

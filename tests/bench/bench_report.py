@@ -191,9 +191,14 @@ def run() -> None:
         line("report, warm (best of 3)", wall, "s", f"aim < 3 s; cpu {(time.process_time() - cpu) / 3:.2f} s per call")
         line("report size", path.stat().st_size / 1e6, "MB")
         _phases(journal, run_id, datasets)
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = _cli("report", run_id, env=env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         line("python cli.py report (new process, end to end)", time.perf_counter() - started, "s",
-             "" if proc.returncode == 0 else f"exit {proc.returncode}")
+             f"cpu {child_cpu:.2f} s" if proc.returncode == 0 else f"exit {proc.returncode}")
         print(f"   machine load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
         line("peak RSS of the bench process", peak_rss_mb(), "MB")
