@@ -191,6 +191,9 @@ class Config:
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def __hash__(self) -> int:
+        return hash(self.digest())
+
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)
 
