@@ -274,29 +274,14 @@ def test_parse_balances():
 
 # -- exchange serve ---------------------------------------------------------------------------------
 
-README_CLIENT = '''
-import ccxt
-from urllib.parse import urlsplit
+def readme_client() -> str:
+    """The ccxt snippet the README shows (so the README cannot drift from what works)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- paper-exchange-client:", 1)[1].split("```python\n", 1)[1]
+    return block.split("```", 1)[0]
 
-exchange = ccxt.binance({"apiKey": "paper-key", "secret": "paper-secret",
-                         "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}})
-exchange.set_sandbox_mode(True)                      # testnet URLs first ...
-exchange.urls["api"] = {name: "http://127.0.0.1:8765" + urlsplit(url).path   # ... then all to loopback
-                        for name, url in exchange.urls["api"].items()}
 
-exchange.load_markets()
-print(exchange.fetch_ohlcv("BTC/USDT", "1m", limit=3))
-print(exchange.fetch_balance()["total"])
-order = exchange.create_order("BTC/USDT", "market", "buy", 0.01)
-print(order["status"], order["average"], order["fee"])
-print(exchange.fetch_my_trades("BTC/USDT")[-1]["price"], exchange.fetch_balance()["total"])
-
-exchange.secret = "wrong-secret"
-try:
-    exchange.fetch_balance()
-except ccxt.AuthenticationError as exc:
-    print("refused:", exc)
-'''
+README_CLIENT = readme_client()
 
 
 def test_exchange_serve_and_the_readme_client(workspace, tmp_path):
