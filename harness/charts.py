@@ -30,7 +30,7 @@ _STYLE = {
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#d8dee4",
     "grid.linewidth": 0.6, "axes.edgecolor": "#8c959f", "axes.titlesize": 10, "axes.titleweight": "bold",
     "axes.titlelocation": "left", "xtick.color": "#57606a", "ytick.color": "#57606a",
-    "axes.labelcolor": "#57606a", "legend.frameon": False, "figure.dpi": 100,
+    "axes.labelcolor": "#57606a", "legend.frameon": False, "figure.dpi": 100, "axes.axisbelow": True,
 }
 
 
@@ -225,10 +225,25 @@ def daily_returns(days_ms: np.ndarray, returns_pct: np.ndarray) -> str:
         _empty(ax, "no equity recorded")
         return _svg(fig, "daily-returns")
     colors = np.where(r >= 0, GREEN, RED)
+    x = np.arange(len(r))                       # one slot per day, labelled with its date
+    if len(r) <= 60:
+        ax.bar(x, r, width=0.75, color=colors)
+    else:                                       # one artist for all days instead of a patch each
+        width_pt = 72 * (WIDTH_IN / 2 - 1.05) * 0.75 / len(r)
+        ax.vlines(x, 0, r, colors=colors, linewidth=max(0.8, width_pt))
+    ax.axhline(0, color=GREY, linewidth=0.8)
+    step = max(1, int(np.ceil(len(r) / 7)))
+    ax.set_xticks(x[::step], [str(d)[5:10] for d in _dates(np.asarray(days_ms))[::step]])
+    ax.set_xlim(-0.6, len(r) - 0.4)
+    ax.grid(axis="x", visible=False)
+    return _svg(fig, "daily-returns")
+    colors = np.where(r >= 0, GREEN, RED)
     centres = _dates(np.asarray(days_ms, dtype=np.int64) + 43_200_000)
     width_pt = 72 * (WIDTH_IN / 2 - 1.05) * 0.75 / len(r)        # bars fill ~3/4 of their day
     ax.vlines(centres, 0, r, colors=colors, linewidth=max(0.8, min(width_pt, 14.0)))   # one artist for all days
     ax.axhline(0, color=GREY, linewidth=0.8)
+    first, last = int(np.min(days_ms)), int(np.max(days_ms))
+    ax.set_xlim(_dates(np.array([first - 43_200_000, last + 129_600_000])))    # half a day either side
     _time_axis(ax)
     return _svg(fig, "daily-returns")
 

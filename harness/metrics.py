@@ -571,7 +571,7 @@ def compute(record: Any, prices: pd.DataFrame | None = None) -> dict[str, Value]
     out.update(exposure_stats(eq))
     out["turnover"] = turnover(record.fills, eq)
     out["fees_paid"] = fees_paid(record.fills)
-    out["orders"] = 0 if record.orders is None else len(record.orders)
+    out["orders"] = 0 if record.orders is None or record.orders.empty else int(record.orders["order_id"].nunique())
     out["fills"] = 0 if record.fills is None else len(record.fills)
     out.update(event_counts(record.events))
     out["error_rate_pct"] = error_rate_pct(record.events, mode)

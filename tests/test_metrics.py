@@ -252,6 +252,9 @@ def test_compute_through_the_journal(tmp_path):
               "events": table_from_rows("events", [event("exchange_stats", 3, requests=50, errors=1),
                                                    event("job", 3, job="market-data-refresh", outcome="ok"),
                                                    event("risk_denied", 2, limit="max_order_notional")])}
+    order = {"order_id": "O1", "client_order_id": "c1", "ts": T0, "symbol": "BTC/USDT", "side": "buy",
+             "type": "market", "qty": 1.0, "status": "new"}
+    tables["orders"] = table_from_rows("orders", [order, dict(order, status="filled")])   # a live order's two states
     journal.finish_run("hand-1", tables, {"status": "completed"})
     out = m.compute(journal.load("hand-1"))
     assert list(out) == list(m.METRICS)
@@ -267,7 +270,7 @@ def test_compute_through_the_journal(tmp_path):
     assert out["error_rate_pct"] == pytest.approx(2.0) and out["skipped_runs"] == 0
     assert out["risk_denials"] == 1 and out["kill_switches"] == 0
     assert out["data_coverage_pct"] == pytest.approx(100.0) and out["days_run"] == pytest.approx(4 / 24)
-    assert out["run_completed"] == 1
+    assert out["run_completed"] == 1 and out["orders"] == 1
     assert out["signals"] == 0 and out["information_coefficient"] is None
 
 
