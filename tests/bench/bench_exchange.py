@@ -72,9 +72,31 @@ def run() -> None:
             server.send_signal(signal.SIGTERM)
             server.communicate(timeout=10)
     _report("POST order (market, ccxt)", order_ms)
+    _report("POST order (market, server only, in-process)", _server_only())
     _report("POST order (limit, resting)", limit_ms)
     _report("GET klines (500 x 1m, ccxt)", klines_ms)
     _report("GET time (floor: ccxt + HTTP)", time_ms)
+
+
+def _server_only() -> list[float]:
+    """The exchange's own cost of an order: signature check, validation, fill (no HTTP, no ccxt)."""
+    import hashlib
+    import hmac
+
+    from tests.exchange_support import KEY, SECRET, make_exchange, make_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paper = make_exchange(make_store(Path(tmp) / "datasets"), balances={"USDT": 1e8, "BTC": 1000.0})
+        try:
+            def send(i: int) -> None:
+                query = (f"symbol=BTCUSDT&side={'BUY' if i % 2 else 'SELL'}&type=MARKET&quantity=0.001"
+                         f"&newClientOrderId=b{i}&timestamp={int(time.time() * 1000)}&recvWindow=10000")
+                query += "&signature=" + hmac.new(SECRET.encode(), query.encode(), hashlib.sha256).hexdigest()
+                status, _, _ = paper.handle("POST", "/api/v3/order", "", query.encode(), {"X-MBX-APIKEY": KEY})
+                assert status == 200
+            return _timed(send, ORDERS)
+        finally:
+            paper.stop()
 
 
 if __name__ == "__main__":
