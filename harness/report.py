@@ -403,7 +403,7 @@ def comparison_view(a: Any, prices_a: pd.DataFrame | None, b: Any, prices_b: pd.
     ca, cb = clip(a, start, end), clip(b, start, end)
     ma, mb = mx.compute(ca, prices_a), mx.compute(cb, prices_b)
     rows = [{"label": mx.METRICS[n][0], "name": n, "a": mx.format_value(n, ma[n]), "b": mx.format_value(n, mb[n]),
-             "delta": format_delta(n, ma[n], mb[n])} for n in mx.METRICS if n not in ("data_coverage_pct",)]
+             "delta": format_delta(n, ma[n], mb[n])} for n in mx.METRICS if n not in ("data_coverage_pct", "missing_bars")]
     series = []
     for label, rec in ((f"this run ({a.run_id})", ca), (f"other ({b.run_id})", cb)):
         eq = rec.equity
