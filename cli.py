@@ -174,6 +174,33 @@ def data_fetch(ws: Workspace, symbols, days, timeframe, exchange, end, exchange_
                        f"stored {r['first']} .. {r['last']}")
 
 
+@data.command("record")
+@click.option("--symbols", required=True, help="Comma-separated symbols.")
+@click.option("--timeframe", default="1m", show_default=True)
+@click.option("--duration", default=None, help="Stop after this long (e.g. 2h; default: until Ctrl-C).")
+@click.option("--testnet", is_flag=True, help="Tap the Binance spot testnet.")
+@click.option("--exchange-url", default=None, help="Tap a loopback paper exchange, e.g. http://127.0.0.1:8765.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document at the end.")
+@click.pass_obj
+def data_record(ws: Workspace, symbols, timeframe, duration, testnet, exchange_url, as_json) -> None:
+    """Tap live closed bars into datasets/ without trading (Ctrl-C stops; nothing polled is lost)."""
+    from harness.model import parse_duration, parse_symbols
+    from harness.tap import record_bars
+
+    def say(text: str) -> None:
+        click.echo(text, err=True)
+
+    results = record_bars(ws.store(), ws.load_config(), parse_symbols(symbols), timeframe=timeframe,
+                          duration_ms=None if duration is None else parse_duration(duration), url=exchange_url,
+                          testnet=testnet, say=say)
+    if as_json:
+        emit_json(results)
+    else:
+        for r in results:
+            click.echo(f"recorded {r['symbol']} {r['timeframe']} under {r['exchange']}: {r['added']:,} bars, "
+                       f"{r['missing']} missing, last {r['last']}")
+
+
 @data.command("list")
 @click.option("--exchange", default=None, help="Only this exchange id.")
 @click.option("--symbols", default=None, help="Only these symbols.")

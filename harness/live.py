@@ -101,22 +101,27 @@ class ExchangeClock:
     """The exchange's "now", read from its server time and extrapolated between reads.
 
     The rate (exchange ms per real ms) is measured between reads, so a paper exchange at
-    ``--speed 60`` is followed as faithfully as the testnet at 1×.
+    ``--speed 60`` is followed as faithfully as the testnet at 1×; a rate within a factor of two
+    of real time is taken as real time (network jitter, not a replay).
     """
 
-    def __init__(self, server_time: Callable[[], int], real: Callable[[], float] = time.monotonic):
+    def __init__(self, server_time: Callable[[], int], real: Callable[[], float] = time.monotonic,
+                 probe_s: float = 0.05):
         self._server_time, self._real = server_time, real
         self._first = self._last = None
         self.rate = 1.0
         self.resync()
+        time.sleep(probe_s)
+        self.resync(force_rate=True)
 
-    def resync(self) -> int:
+    def resync(self, force_rate: bool = False) -> int:
         real = self._real()
         server = int(self._server_time())
         if self._first is None:
             self._first = (real, server)
-        elif real - self._first[0] > 0.2:
-            self.rate = max((server - self._first[1]) / ((real - self._first[0]) * 1000), 1e-6)
+        elif force_rate or real - self._first[0] > 0.2:
+            rate = (server - self._first[1]) / max((real - self._first[0]) * 1000, 1e-9)
+            self.rate = 1.0 if 0.5 < rate < 2.0 else max(rate, 1e-6)
         self._last = (real, server)
         return server
 
