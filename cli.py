@@ -156,16 +156,20 @@ def data_import(ws: Workspace, paths, exchange, symbol, timeframe, as_json) -> N
 @click.option("--timeframe", default="1m", show_default=True)
 @click.option("--exchange", default="binance", show_default=True)
 @click.option("--end", default=None, help="End of the window (ISO-8601, default: now).")
+@click.option("--testnet", is_flag=True, help="Fetch the spot testnet's bars (stored under binance-testnet).")
 @click.option("--exchange-url", default=None, help="Fetch from a loopback paper exchange instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
-def data_fetch(ws: Workspace, symbols, days, timeframe, exchange, end, exchange_url, as_json) -> None:
-    """Fetch history through ccxt (resumes from the last stored bar; stores market rules)."""
+def data_fetch(ws: Workspace, symbols, days, timeframe, exchange, end, testnet, exchange_url, as_json) -> None:
+    """Fetch history through ccxt (resumes from the last stored bar; stores market rules).
+
+    By default Binance's public mainnet market data, read-only and without keys."""
     from harness.model import parse_symbols, parse_time
     from harness.sources.ccxt_history import fetch_to_store
 
     results = fetch_to_store(ws.store(), ws.load_config(), parse_symbols(symbols), days=days, timeframe=timeframe,
-                             exchange=exchange, end=None if end is None else parse_time(end), url=exchange_url)
+                             exchange=exchange, end=None if end is None else parse_time(end), url=exchange_url,
+                             testnet=testnet)
     if as_json:
         emit_json(results)
     else:
@@ -178,12 +182,14 @@ def data_fetch(ws: Workspace, symbols, days, timeframe, exchange, end, exchange_
 @click.option("--symbols", required=True, help="Comma-separated symbols.")
 @click.option("--timeframe", default="1m", show_default=True)
 @click.option("--duration", default=None, help="Stop after this long (e.g. 2h; default: until Ctrl-C).")
-@click.option("--testnet", is_flag=True, help="Tap the Binance spot testnet.")
+@click.option("--testnet", is_flag=True, help="Tap the Binance spot testnet (stored under binance-testnet).")
 @click.option("--exchange-url", default=None, help="Tap a loopback paper exchange, e.g. http://127.0.0.1:8765.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document at the end.")
 @click.pass_obj
 def data_record(ws: Workspace, symbols, timeframe, duration, testnet, exchange_url, as_json) -> None:
-    """Tap live closed bars into datasets/ without trading (Ctrl-C stops; nothing polled is lost)."""
+    """Tap live closed bars into datasets/ without trading (Ctrl-C stops; nothing polled is lost).
+
+    By default Binance's public mainnet market data, read-only and without keys."""
     from harness.model import parse_duration, parse_symbols
     from harness.tap import record_bars
 

@@ -3,7 +3,12 @@
 :class:`ExchangeClient` wraps a ccxt ``binance`` instance pointed at the Binance spot **testnet**
 (sandbox mode) or at a **loopback** base URL (the paper exchange). It refuses every other
 endpoint with :class:`~harness.errors.SafetyError` — when it is built and again before every
-HTTP request — so no code path can reach mainnet.
+HTTP request — so no code path can send anything to mainnet.
+
+The one exception is read-only market data (``public=True``, used by ``data fetch`` and
+``data record`` for real history): such a client holds no keys, and its guard lets through
+only unsigned ``GET`` requests for public market-data paths on Binance's spot hosts; an order,
+a signed call or any other path is refused before it leaves the process.
 
 What goes in and out is the harness's vocabulary (:class:`~harness.model.Order`,
 :class:`~harness.model.Fill`, :class:`~harness.model.MarketRules`,
@@ -65,6 +70,12 @@ _CCXT_LOG = logging.getLogger("harness.exchange.ccxt")
 _CCXT_LOG.disabled = True
 
 TESTNET_HOSTS = frozenset({"testnet.binance.vision", "testnet.binancefuture.com"})
+#: mainnet hosts a ``public=True`` client may read market data from (never trade on)
+MARKET_DATA_HOSTS = frozenset({"api.binance.com", "api1.binance.com", "api2.binance.com", "api3.binance.com",
+                               "api4.binance.com", "data-api.binance.vision"})
+MARKET_DATA_PATHS = frozenset({"/api/v3/ping", "/api/v3/time", "/api/v3/exchangeInfo", "/api/v3/klines",
+                               "/api/v3/uiKlines", "/api/v3/ticker/24hr", "/api/v3/ticker/price",
+                               "/api/v3/ticker/bookTicker", "/api/v3/depth", "/api/v3/avgPrice"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SUPPORTED_EXCHANGES = ("binance",)
 
@@ -97,6 +108,17 @@ class RequestEvent:
 
 
 Observer = Callable[[RequestEvent], None]
+
+
+def check_market_data_request(url: str, method: str, headers: dict | None) -> None:
+    """Refuse anything but an unsigned GET of public market data on a mainnet host."""
+    parts = urlsplit(str(url))
+    host = (parts.hostname or "").lower()
+    signed = "signature=" in (parts.query or "") or any(str(k).lower() == "x-mbx-apikey" for k in (headers or {}))
+    if (parts.scheme != "https" or host not in MARKET_DATA_HOSTS or method.upper() != "GET"
+            or parts.path not in MARKET_DATA_PATHS or signed):
+        raise errors.SafetyError(f"refusing {method.upper()} {parts.scheme}://{host}{parts.path}: the mainnet "
+                                 "client reads public market data only and never trades")
 
 
 def check_endpoint(url: str | None, testnet: bool = True) -> str:
@@ -134,14 +156,17 @@ class ExchangeClient:
                  exchange: str = "binance", api_key: str | None = None, api_secret: str | None = None,
                  timeout_s: float = 10.0, retries: int = 4, backoff_s: float = 0.25, max_backoff_s: float = 8.0,
                  recv_window_ms: int | None = None, observer: Observer | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, public: bool = False):
         execution = getattr(config, "execution", None)
         exchange = (exchange or "binance").lower()
         if exchange not in SUPPORTED_EXCHANGES:
             raise errors.UserError(f"unsupported exchange {exchange!r}: the harness trades {', '.join(SUPPORTED_EXCHANGES)}")
-        if testnet is None:
-            testnet = True if execution is None else bool(execution.binance_testnet)
-        self.mode = check_endpoint(url, testnet)
+        if public and url is None and not testnet:
+            self.mode = "public"                  # mainnet market data, read-only (see module docstring)
+        else:
+            if testnet is None:
+                testnet = True if execution is None else bool(execution.binance_testnet)
+            self.mode = check_endpoint(url, testnet)
         self.url = None if url is None else str(url).rstrip("/")
         self.exchange_id = exchange
         self.retries = max(0, int(retries))
@@ -154,6 +179,8 @@ class ExchangeClient:
         key = api_key or _reveal(getattr(execution, "api_key", None)) or os.environ.get("QT_EXECUTION_BINANCE_API_KEY")
         secret = (api_secret or _reveal(getattr(execution, "api_secret", None))
                   or os.environ.get("QT_EXECUTION_BINANCE_API_SECRET"))
+        if self.mode == "public":
+            key = secret = None                   # a market-data client holds no keys
         self._secrets = tuple(s for s in (key, secret) if s)
         recv = recv_window_ms or getattr(execution, "recv_window_ms", None) or 10_000
         loopback = self.mode == "loopback"
@@ -166,22 +193,24 @@ class ExchangeClient:
                 "defaultType": "spot",
                 "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False,
                 # a loopback server shares this machine's clock; the testnet may not
-                "adjustForTimeDifference": not loopback,
+                "adjustForTimeDifference": self.mode == "testnet",
                 "recvWindow": int(recv),
                 "fetchOpenOrders": {"warnWithoutSymbol": False},
                 "warnOnFetchOpenOrdersWithoutSymbol": False,
                 "newOrderRespType": {"market": "FULL", "limit": "FULL"},
             },
         })
-        self._ccxt.set_sandbox_mode(True)
+        if self.mode != "public":
+            self._ccxt.set_sandbox_mode(True)
         if self.url is not None:
             base = urlsplit(self.url)
             for name, value in list(self._ccxt.urls["api"].items()):
                 if isinstance(value, str):
                     self._ccxt.urls["api"][name] = f"{base.scheme}://{base.netloc}{urlsplit(value).path}"
-        for value in self._ccxt.urls["api"].values():
-            if isinstance(value, str):
-                check_endpoint(value)
+        if self.mode != "public":
+            for value in self._ccxt.urls["api"].values():
+                if isinstance(value, str):
+                    check_endpoint(value)
         self._install_guard()
         self._markets_loaded = False
 
@@ -192,8 +221,11 @@ class ExchangeClient:
 
     @property
     def dataset_id(self) -> str:
-        """The datasets/ exchange id for bars fetched through this client (never plain ``binance``:
-        testnet and paper-exchange bars must not mix with recorded mainnet data)."""
+        """The datasets/ exchange id for bars fetched through this client: ``binance`` for mainnet
+        market data, else ``binance-testnet`` / ``binance-paper`` (testnet and paper-exchange bars
+        must not mix with recorded mainnet data)."""
+        if self.mode == "public":
+            return self.exchange_id               # real market data: recorded beside imported files
         return f"{self.exchange_id}-{'paper' if self.mode == 'loopback' else 'testnet'}"
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -266,6 +298,8 @@ class ExchangeClient:
         unknown (timeout, 5xx, dropped connection) the order is looked up by its client id and
         resent only if the exchange does not have it, so a retry never doubles an order.
         """
+        if self.mode == "public":
+            raise errors.SafetyError("the mainnet market-data client cannot trade: use --testnet or --exchange-url")
         symbol = normalize_symbol(symbol)
         side, type = Side(side), OrderType(type)
         cid = client_order_id or f"qt-{uuid.uuid4().hex[:24]}"
@@ -421,7 +455,10 @@ class ExchangeClient:
         inner = self._ccxt.fetch
 
         def fetch(url, method="GET", headers=None, body=None):
-            check_endpoint(url)
+            if self.mode == "public":
+                check_market_data_request(url, method, headers)
+            else:
+                check_endpoint(url)
             endpoint = f"{method} {urlsplit(url).path}"
             started = time.perf_counter()
             self._ccxt.last_http_response = None

@@ -1,5 +1,8 @@
 """``data record``: tap live closed bars into ``datasets/`` without trading.
 
+By default it reads Binance's mainnet public market data (keyless, read-only: see
+:mod:`harness.exchange`); ``--testnet`` taps the spot testnet, ``--exchange-url`` a paper exchange.
+
 Polls the exchange right after each bar is due to close (on the exchange's clock, so it follows
 a paper exchange at N× speed as well as the testnet), keeps only closed bars, writes them to
 the store as they come and says which bars were missing. Stops after ``duration`` or on
@@ -24,10 +27,11 @@ def record_bars(store: Store, config, symbols, timeframe: str = "1m", duration_m
     from harness.exchange import ExchangeClient
     from harness.live import ExchangeClock, LiveOptions, check_target
 
-    check_target(LiveOptions(testnet=testnet, url=url))
+    if url and testnet:
+        check_target(LiveOptions(testnet=testnet, url=url))          # refuses both at once
     symbols = [normalize_symbol(s) for s in symbols]
     step = timeframe_ms(timeframe)
-    client = ExchangeClient(config, url=url, testnet=testnet)
+    client = ExchangeClient(config, url=url, testnet=testnet, public=url is None and not testnet)
     clock = ExchangeClock(client.server_time)
     rules = client.load_rules(symbols)
     store.save_rules(client.dataset_id, rules, clock.now(), f"{client.exchange_id} exchangeInfo ({client.mode})")

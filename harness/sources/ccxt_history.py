@@ -6,10 +6,10 @@ where it stopped, keeps only bars that have **closed**, and writes them through
 :meth:`Store.write` every few thousand bars. The exchange's market rules are stored beside the
 bars (a snapshot taken now, by the exchange's clock).
 
-Where the bars go: the adapter reaches only the Binance spot testnet or a loopback paper
-exchange, never mainnet, so fetched bars are stored under ``<exchange>-testnet`` or
-``<exchange>-paper`` (:attr:`ExchangeClient.dataset_id`) and never mix with recorded mainnet
-data under ``binance``.
+Where the bars come from and go: by default Binance's mainnet public market data (a read-only,
+keyless client that can only GET market data), stored under ``binance`` beside imported
+files; with ``testnet=True`` the spot testnet (``binance-testnet``), with a loopback ``url`` a
+paper exchange (``binance-paper``), so testnet or shifted bars never mix with real ones.
 """
 
 from __future__ import annotations
@@ -31,20 +31,21 @@ MAX_PAGES = 100_000         # a safety stop for a misbehaving server
 
 
 def fetch_to_store(store: Store, config, symbols, days: int, timeframe: str = "1m", exchange: str = "binance",
-                   end: int | None = None, url: str | None = None, *,
+                   end: int | None = None, url: str | None = None, *, testnet: bool = False,
                    client: ExchangeClient | None = None) -> list[dict]:
     """Fetch ``days`` of closed ``timeframe`` bars before ``end`` for each symbol into ``store``.
 
     Returns one dict per symbol: ``exchange`` (the datasets id written), ``symbol``,
     ``timeframe``, ``added`` (new bars stored), ``fetched``, and ``first`` / ``last`` (ISO times of
-    what is now stored). ``url`` points at a loopback paper exchange; without it the Binance
-    spot testnet is used. ``client`` replaces the adapter (tests).
+    what is now stored). ``url`` points at a loopback paper exchange, ``testnet`` at the spot
+    testnet; with neither, mainnet public market data is read. ``client`` replaces the adapter (tests).
     """
     if days < 1:
         raise DatasetError("--days must be at least 1")
     step = timeframe_ms(timeframe)
     symbols = [normalize_symbol(s) for s in symbols]
-    client = client or ExchangeClient(config, url=url, exchange=exchange)
+    client = client or ExchangeClient(config, url=url, exchange=exchange, testnet=testnet,
+                                      public=url is None and not testnet)
     store_id = client.dataset_id
     now = client.server_time()
     end = now if end is None else min(int(end), now)
@@ -55,7 +56,7 @@ def fetch_to_store(store: Store, config, symbols, days: int, timeframe: str = "1
     for symbol in symbols:
         results.append(_fetch_symbol(store, client, store_id, symbol, timeframe, step, start, end))
     store.save_rules(store_id, rules, taken_at=now,
-                     source=f"{client.exchange_id} exchangeInfo ({client.mode}: {client.url or 'spot testnet'})")
+                     source=f"{client.exchange_id} exchangeInfo ({client.mode}: {client.url or client.mode})")
     return results
 
 
