@@ -87,8 +87,13 @@ class Trade:
     fees: float
 
 
-def build_trades(fills: list[Fill], lot_eps: float = 1e-9) -> list[Trade]:
-    """Round trips from fills in time order; a trade still open at the end has ``closed_at`` None."""
+def build_trades(fills: list[Fill], dust: dict[str, float] | None = None, dust_share: float = 0.002) -> list[Trade]:
+    """Round trips from fills in time order; a trade still open at the end has ``closed_at`` None.
+
+    A round trip closes when what is left is dust: less than the symbol's lot step (``dust``,
+    when known), else less than ``dust_share`` of the largest holding — e.g. the crumb a buy fee
+    taken in the base asset leaves behind, which no sell can ever clear.
+    """
     open_: dict[str, dict] = {}
     out: list[Trade] = []
     counter = 0
@@ -112,7 +117,8 @@ def build_trades(fills: list[Fill], lot_eps: float = 1e-9) -> list[Trade]:
             state["sq"] += f.qty
             state["sp"] += f.qty * f.price
             state["held"] -= f.qty
-        if state["held"] <= lot_eps * max(1.0, state["max"]) and state["sq"] > 0:
+        limit = (dust or {}).get(f.symbol, dust_share * state["max"])
+        if state["held"] < limit * (1 - 1e-9) + 1e-12 and state["sq"] > 0:
             pnl = state["sp"] - state["bc"] - state["fees"]
             out.append(Trade(state["id"], f.symbol, state["opened"], f.ts, state["max"],
                              state["bc"] / state["bq"], state["sp"] / state["sq"], pnl,

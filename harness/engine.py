@@ -45,6 +45,7 @@ class ReplayPlan:
     strategy: str
     params: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    datasets_dir: Any = None
 
     @property
     def synthetic(self) -> bool:
@@ -130,7 +131,7 @@ def plan_replay(config: Config, store: Store, days: float, end: int | None = Non
         rules[symbol] = found
     quality = {s: quality_report(b, exchange) for s, b in bars.items()}
     return ReplayPlan(config, exchange, symbols, timeframe, start, stop, bars, rules,
-                      fingerprint(bars.values(), exchange), quality, cls, name, params, notes)
+                      fingerprint(bars.values(), exchange), quality, cls, name, params, notes, store.root)
 
 
 def build_cerebro(plan: ReplayPlan, broker, recorder: Recorder, mode: str) -> tuple[bt.Cerebro, list]:
@@ -269,7 +270,7 @@ def run_replay(plan: ReplayPlan, journal: Journal, progress: Callable[[int, int]
         raise HarnessError(f"replay {run_id} failed in the strategy or engine: {type(exc).__name__}: {exc}") from exc
     elapsed = time.perf_counter() - clock
     tables = recorder.tables()
-    tables["trades"] = trades_table(recorder.fills)
+    tables["trades"] = trades_table(recorder.fills, {s: r.lot_step for s, r in plan.rules.items()})
     tables["equity"], equity, drawdown = equity_table(plan, broker.changes, config.run.cash)
     status = "halted" if broker.halted else "completed"
     summary = summarize(plan, run_id, mode, recorder, tables, equity, drawdown, status, elapsed)
@@ -280,26 +281,27 @@ def run_replay(plan: ReplayPlan, journal: Journal, progress: Callable[[int, int]
     info.update(status=status, finished_at=ms_to_iso(finished), summary=summary)
     journal.write_run_json(run_id, info)
     result = RunResult(run_id, summary)
-    finalize(journal, result, report, gates_path)
+    finalize(journal, result, report, gates_path, plan.datasets_dir)
     return result
 
 
-def finalize(journal: Journal, result: RunResult, report: bool, gates_path: str | None) -> None:
-    """Evaluate the gates (and write the report) for a finished run; fills the summary's verdict."""
-    try:
-        from harness.gates import verdict_for_run
-    except ImportError:          # gates not built yet in this checkout
-        return
-    verdict = verdict_for_run(journal, result.run_id, gates_path)
-    result.verdict = verdict
-    result.summary["verdict"] = verdict.status
+def finalize(journal: Journal, result: RunResult, report: bool, gates_path: str | None,
+             datasets_dir=None) -> None:
+    """Evaluate the gates (and write the report) for a finished run; records the verdict in the
+    journal and in the run's summary."""
     if report:
-        from harness.report import write_report
+        from harness.report import make_report
 
-        path = write_report(journal, result.run_id, gates_path=gates_path)
+        path, verdict = make_report(journal, result.run_id, gates_path=gates_path, datasets_dir=datasets_dir)
         result.report = str(path)
         result.summary["report"] = str(path)
-    journal.update_run(result.run_id, summary=result.summary)
+    else:
+        from harness.gates import verdict_for_run
+
+        verdict = verdict_for_run(journal, result.run_id, gates_path, datasets_dir=datasets_dir)
+    result.verdict = verdict
+    result.summary["verdict"] = verdict.status
+    journal.update_run(result.run_id, summary=result.summary, verdict=verdict.status)
 
 
 def summarize(plan: ReplayPlan, run_id: str, mode: str, recorder: Recorder, tables: dict, equity: np.ndarray,

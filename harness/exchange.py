@@ -437,6 +437,11 @@ class ExchangeClient:
             return errors.ExchangeError(f"clock skew: the request's timestamp is outside recvWindow: {text}", code)
         if isinstance(exc, ccxt.OrderNotFound):
             return errors.OrderNotFound(text, code)
+        if isinstance(exc, ccxt.NetworkError) and not isinstance(exc, ccxt.RequestTimeout | ccxt.DDoSProtection) \
+                and code is None and "connection" in repr(exc.__cause__ or exc.__context__ or "").lower():
+            where = self.url or self.mode
+            return errors.TemporaryExchangeError(f"cannot reach the exchange at {where} (connection refused or "
+                                                 f"dropped): is it running? [{text}]", code)
         if isinstance(exc, ccxt.OperationFailed):      # network, timeouts, 5xx, 429/418, -1000/-1001
             return errors.TemporaryExchangeError(text, code)
         if order and isinstance(exc, ccxt.InsufficientFunds | ccxt.InvalidOrder | ccxt.BadRequest

@@ -370,7 +370,8 @@ class LiveSession:
             last_seq = wal[-1][0] if wal else 0
         else:
             self.run_id = new_run_id(self.strategy, started)
-        self.recorder = DurableRecorder(self.journal, self.run_id, start_seq=last_seq)
+        self.recorder = DurableRecorder(self.journal, self.run_id, start_seq=last_seq,
+                                        dust={s: r.lot_step for s, r in self.rules.items()})
         prefix = f"{self.run_id[-6:]}-"
         self.broker = TestnetBroker(self.client, dict(self.rules), FillConfig.from_config(self.config),
                                     limits=RiskLimits.from_config(self.config.risk), recorder=self.recorder,
@@ -425,7 +426,7 @@ class LiveSession:
                 raise error
             raise HarnessError(f"live run {self.run_id} failed: {type(error).__name__}: {error}") from error
         finalize(self.journal, result, report=self.options.hooks.get("report", True),
-                 gates_path=self.options.hooks.get("gates_path"))
+                 gates_path=self.options.hooks.get("gates_path"), datasets_dir=self.store.root)
         return result
 
     def _register(self, started: int) -> None:

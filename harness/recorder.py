@@ -39,11 +39,12 @@ def event_row(event: Event) -> dict[str, Any]:
             "data": json.dumps(event.data, sort_keys=True, default=str) if event.data else ""}
 
 
-def trades_table(fills: list[Fill]) -> pa.Table:
-    """The ``trades`` table rebuilt from fills (round trips, see accounting.build_trades)."""
+def trades_table(fills: list[Fill], dust: dict[str, float] | None = None) -> pa.Table:
+    """The ``trades`` table rebuilt from fills (round trips, see accounting.build_trades;
+    ``dust`` maps symbols to their lot step)."""
     rows = [{"trade_id": t.trade_id, "symbol": t.symbol, "opened_at": t.opened_at, "closed_at": t.closed_at,
              "qty": t.qty, "entry_price": t.entry_price, "exit_price": t.exit_price, "pnl": t.pnl,
-             "return_pct": t.return_pct, "fees": t.fees} for t in build_trades(fills)]
+             "return_pct": t.return_pct, "fees": t.fees} for t in build_trades(fills, dust)]
     return table_from_rows("trades", rows)
 
 
@@ -102,8 +103,10 @@ class DurableRecorder(Recorder):
     resumed run adds the log's newer lines, so a ``kill -9`` loses nothing that was recorded.
     """
 
-    def __init__(self, journal, run_id: str, interval_s: float = 0.5, start_seq: int = 0):
+    def __init__(self, journal, run_id: str, interval_s: float = 0.5, start_seq: int = 0,
+                 dust: dict[str, float] | None = None):
         super().__init__()
+        self.dust = dust
         import threading
 
         self.journal = journal
@@ -206,7 +209,7 @@ class DurableRecorder(Recorder):
                   for name in ("orders", "fills", "events", "signals", "equity")}
         replace: tuple[str, ...] = ()
         if fills is not None:
-            tables["trades"] = trades_table(fills)
+            tables["trades"] = trades_table(fills, self.dust)
             replace = ("trades",)
         if batch:
             fields = {**fields, "wal_seq": batch[-1][0]}
