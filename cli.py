@@ -605,5 +605,32 @@ def exchange_serve(ws: Workspace, port, symbols, speed, balances, api_key, api_s
           announce=lambda line: click.echo(line))
 
 
+# ---------------------------------------------------------------------------------------------
+# smoke
+
+
+@cli.command()
+@click.option("--url", default="http://127.0.0.1:8787", show_default=True,
+              help="The status endpoint of a live run (live --status-port PORT).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds to wait for each reply.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def smoke(url, timeout, as_json) -> None:
+    """Staging smoke check of a running live session: every status endpoint, fresh timestamps,
+    the risk snapshot, not degraded. Exit 0 when all is well, 1 otherwise."""
+    from harness.smoke import SUCCESS, smoke_check
+
+    checks = smoke_check(url, timeout_s=timeout)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        emit_json({"url": url, "ok": not failed, "checks": [c.to_dict() for c in checks]})
+    else:
+        for check in checks:
+            click.echo(check.line())
+        click.echo(SUCCESS if not failed else f"API smoke check failed: {len(failed)} of {len(checks)} checks "
+                   f"failed ({'; '.join(c.name for c in failed)}).")
+    sys.exit(EXIT_OK if not failed else EXIT_FAIL)
+
+
 if __name__ == "__main__":
     cli()

@@ -416,9 +416,9 @@ class LiveSession:
         finally:
             if restore is not None:
                 restore()
+            if self.telemetry is not None:      # its last rows (alerts, job summaries) before the journal closes
+                self.telemetry.detach()
         status = self._stop(status, error)
-        if self.telemetry is not None:
-            self.telemetry.detach()
         summary = self._summary(status)
         result = RunResult(self.run_id, summary)
         if error is not None:
@@ -548,5 +548,9 @@ def quote_fees(fills) -> float:
 
 
 def run_live(config: Config, store: Store, journal: Journal, options: LiveOptions):
-    """The ``live`` command: check the target and keys, then run a session."""
-    return LiveSession(config, store, journal, options).run()
+    """The ``live`` command: check the target and keys, then run a session watched by its
+    telemetry (job timings, alerts, JSON logs, ``--status-port``, ``--drill``: harness.telemetry)."""
+    from harness.telemetry import live_telemetry
+
+    with live_telemetry(config, options):
+        return LiveSession(config, store, journal, options).run()

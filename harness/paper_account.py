@@ -148,6 +148,17 @@ class PaperAccount:
         if abs(entry[1]) < 1e-12:
             entry[1] = 0.0
 
+    def debit(self, fraction: float, now: int) -> dict[str, float]:
+        """Take ``fraction`` of every free balance out of the account (a drill's vanished funds);
+        returns what was taken per asset."""
+        with self.lock:
+            self.advance(now)
+            taken = {a: round(v[0] * fraction, 8) for a, v in self._balances.items() if v[0] > 0}
+            for asset, amount in taken.items():
+                self._move(asset, -amount)
+            self.update_time = now
+            return taken
+
     def _free(self, asset: str) -> float:
         return self._balances.get(asset, [0.0, 0.0])[0]
 

@@ -15,6 +15,7 @@ bodies. ``recvWindow`` is checked against real time; everything else follows the
 :attr:`PaperExchange.faults` injects trouble for the next N requests (optionally per path):
 ``timeout`` (the reply is held back ``delay_s``), ``error`` (5xx), ``rate_limit`` (429),
 ``ban`` (418), ``reject`` (an order refused with -2010) and ``disconnect`` (no reply at all).
+Another process arms them with a signed ``POST /_harness/faults`` (see ``_ep_admin_faults``).
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ class PaperExchange:
         """Serve one request: (HTTP status, JSON payload or None to drop the connection, headers)."""
         self.requests += 1
         name = endpoint_name(path)
-        fault = self.faults.take(method, name)
+        admin = path.startswith("/_harness/")
+        fault = None if admin else self.faults.take(method, name)
         if fault is not None and fault.kind != "timeout":
             return fault_reply(fault, method, name)
         if fault is not None and fault.before:
@@ -180,6 +182,8 @@ class PaperExchange:
         route = ROUTES.get((method, name)) if path.startswith(("/api/v3/", "/api/v1/")) else None
         if method == "GET" and path in ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo"):
             route = _NO_FUTURES      # a client that loads all market types gets spot markets only
+        if admin:
+            route = ADMIN_ROUTES.get((method, path))
         try:
             params = parse_params(query, body)
             if self.record:
@@ -367,6 +371,39 @@ class PaperExchange:
                                       int_param(params, "limit", 500, 1, 1000), int_param(params, "orderId", None, 0))
         return [trade_json(t, self.market.wire(symbol)) for t in rows]
 
+    def _ep_admin_faults(self, params, now):
+        """``POST /_harness/faults`` (signed with the exchange's key pair, like any private call):
+        ``kind`` = one of the :class:`Faults` kinds (with ``count``, ``path``, ``method``,
+        ``delay_s``, ``status``), ``clear`` (disarm all), or ``debit`` with ``fraction`` (take that
+        share of every free balance out of the account). Used by ``live --drill``."""
+        kind = params.get("kind", "")
+        if kind == "clear":
+            self.faults.clear()
+            return {"cleared": True}
+        if kind == "debit":
+            fraction = _float_param(params, "fraction", 0.0)
+            if not 0 < fraction <= 1:
+                raise ApiError(-1100, "Parameter 'fraction' must be in (0, 1].")
+            return {"debited": self.account.debit(fraction, now)}
+        options: dict = {}
+        if "delay_s" in params:
+            options["delay_s"] = _float_param(params, "delay_s", 0.0)
+        if "status" in params:
+            options["status"] = int_param(params, "status", 503, 500, 599)
+        try:
+            self.faults.inject(kind, int_param(params, "count", 1, 1), path=params.get("path") or None,
+                               method=params.get("method") or None, **options)
+        except ValueError as exc:
+            raise ApiError(-1100, str(exc)) from None
+        return {"armed": kind, "count": int_param(params, "count", 1, 1)}
+
+
+def _float_param(params: dict[str, str], name: str, default: float) -> float:
+    try:
+        return float(params.get(name, default))
+    except ValueError:
+        raise ApiError(-1100, f"Illegal characters found in parameter '{name}'.") from None
+
 
 @dataclass(frozen=True)
 class _Route:
@@ -395,6 +432,10 @@ ROUTES: dict[tuple[str, str], _Route] = {
     ("DELETE", "openOrders"): _Route(PaperExchange._ep_cancel_open_orders, True),
     ("GET", "allOrders"): _Route(PaperExchange._ep_all_orders, True),
     ("GET", "myTrades"): _Route(PaperExchange._ep_my_trades, True),
+}
+#: Not Binance: the harness's own controls (fault injection for drills), signed, on loopback only.
+ADMIN_ROUTES: dict[tuple[str, str], _Route] = {
+    ("POST", "/_harness/faults"): _Route(PaperExchange._ep_admin_faults, True),
 }
 
 
