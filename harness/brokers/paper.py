@@ -13,7 +13,7 @@ import backtrader as bt
 
 from harness import fills as fm
 from harness.brokers.base import HarnessBroker
-from harness.feed import num_to_ms
+from harness.feed import EPOCH_ORDINAL, MS_PER_DAY
 from harness.model import Fill, Liquidity, MarketRules, Order, OrderType, Side
 
 
@@ -35,6 +35,7 @@ class PaperBroker(HarnessBroker):
 
     def attach(self, datas) -> None:
         self._datas = list(datas)
+        self._watched = [(d.symbol, d.lines.close, d.lines.datetime) for d in self._datas]
 
     # -- order entry ------------------------------------------------------------------------
 
@@ -144,17 +145,26 @@ class PaperBroker(HarnessBroker):
         self.recorder.order(record, self.now_ms(order.data))
 
     def _watch(self) -> None:
-        """Equity for the drawdown and daily-loss limits (only when such limits are set)."""
+        """Equity for the drawdown and daily-loss limits (only when such limits are set).
+
+        On the per-bar path: reads the feeds' line buffers directly (no look-ahead check, no
+        backtrader indexing) and values holdings at the bar's close.
+        """
         portfolio = self.portfolio
+        prices, positions = portfolio.prices, portfolio.positions
         equity = portfolio.cash
         num = 0.0
-        for data in self._datas:
-            if len(data):
-                close = data.close[0]
-                portfolio.prices[data.symbol] = close
-                equity += portfolio.qty(data.symbol) * close
-                num = max(num, data.datetime[0])
-        ts = num_to_ms(num)
+        for symbol, close, stamp in self._watched:
+            if close.lencount:
+                i = close._idx
+                price = close.array[i]
+                prices[symbol] = price
+                pos = positions.get(symbol)
+                if pos is not None:
+                    equity += pos.qty * price
+                if stamp.array[i] > num:
+                    num = stamp.array[i]
+        ts = int((num - EPOCH_ORDINAL) * MS_PER_DAY + 0.5)
         decision = self.risk_state.on_equity(ts, equity)
         if decision is not None and not self.halted:
             self.kill_switch(ts, self._datas, decision.reason, decision.info)
