@@ -94,8 +94,9 @@ class FaultClient:
             with self._opener.open(request, timeout=self.timeout_s) as reply:
                 return json.loads(reply.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            raise ExchangeError(f"the paper exchange refused fault {kind!r}: HTTP {exc.code} "
-                                f"{exc.read(300).decode(errors='replace')}") from None
+            with exc:
+                detail = exc.read(300).decode(errors="replace")
+            raise ExchangeError(f"the paper exchange refused fault {kind!r}: HTTP {exc.code} {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise ExchangeError(f"cannot reach the paper exchange to inject {kind!r}: {exc}") from None
 

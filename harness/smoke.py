@@ -51,7 +51,8 @@ class _Client:
             with self._opener.open(self.url + path, timeout=self.timeout_s) as reply:
                 return reply.status, reply.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            with exc:
+                return exc.code, exc.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise HarnessError(f"cannot reach the status endpoint at {self.url} ({reason}): is a live run serving "

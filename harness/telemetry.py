@@ -15,7 +15,9 @@ lines and the status server for the duration of the run). The session calls it b
 market-data pump; when ``live.execution_seconds`` (``QUANTUM_TRADER_EXECUTION_SECONDS``) is set
 it also runs on that cadence without a bar (order polls, position syncs). Its exchange calls
 carry the run's request id. Its interval is ``execution_seconds``, else one bar on the
-exchange's clock; the market-data job's is ``refresh_seconds`` or one bar, whichever is shorter.
+exchange's clock; the market-data job's is ``refresh_seconds`` or one bar, whichever is shorter;
+neither is taken as shorter than :data:`MIN_INTERVAL_S` (a paper exchange at a high ``--speed``
+would otherwise turn scheduling jitter into skipped runs).
 
 The status server never touches the session: it reads :meth:`Telemetry.state`, a copy of
 snapshots the trading thread leaves after each job run (under a lock held for microseconds).
@@ -42,6 +44,7 @@ LEVELS = {"exchange_error": logging.WARNING, "order_rejected": logging.WARNING, 
           "kill_switch": logging.ERROR, "position_mismatch": logging.ERROR, "error": logging.ERROR,
           "risk_denied": logging.WARNING}
 STATS_SECONDS = 300.0          # exchange_stats journaled this often (the last row wins)
+MIN_INTERVAL_S = 0.5           # job intervals are never taken as shorter (a fast paper exchange's jitter)
 SIGNALS_KEPT = 1000
 
 
@@ -373,11 +376,12 @@ class Telemetry(contextlib.AbstractContextManager):
 
     def market_data_interval(self) -> float:
         """Seconds (real) within which the market-data job must run: a bar or the refresh interval."""
-        return min(self.refresh_s, self.tf_ms / 1000 / self._rate())
+        return max(MIN_INTERVAL_S, min(self.refresh_s, self.tf_ms / 1000 / self._rate()))
 
     def execution_interval(self) -> float:
         """Seconds (real) within which the execution job must run."""
-        return self.execution_s if self.execution_s is not None else self.tf_ms / 1000 / self._rate()
+        interval = self.execution_s if self.execution_s is not None else self.tf_ms / 1000 / self._rate()
+        return max(MIN_INTERVAL_S, interval)
 
     def request_window(self) -> tuple[int, int]:
         """(requests, errors) over the last ``error_window_seconds``."""
