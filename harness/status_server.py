@@ -78,6 +78,9 @@ def health_view(state: dict[str, Any]) -> dict[str, Any]:
     reasons.extend(f"{a['rule']}: {a['message']}" for a in state["alerts"])
     if state["attached"] and not snap.get("positions_synced"):
         reasons.append("positions not synced with the exchange")
+    if state["attached"] and not state["finished"]:
+        reasons.extend(f"starting: no {name} run has completed yet" for name, job in sorted(state["jobs"].items())
+                       if not job.get("last_completion"))
     closes = _last_close_ms(state)
     exchange_now = state.get("exchange_now")
     account = {"equity": snap.get("equity"), "gross_exposure": snap.get("gross_exposure"),

@@ -327,6 +327,9 @@ class Telemetry(contextlib.AbstractContextManager):
         p = broker.portfolio
         equity = p.equity()
         latest = dict(market.latest)
+        for feed in s.feeds:                            # before the first live bar: the last warm-up bar
+            if feed.symbol not in latest and len(feed):
+                latest[feed.symbol] = (0, float(feed.close[0]))
         snap = {
             "equity": equity, "cash": p.cash,
             "gross_exposure": p.gross_exposure() / equity if equity > 0 else 0.0,
