@@ -25,7 +25,7 @@ from harness.config import load_config
 from harness.datasets import Store
 from harness.fills import FillConfig
 from harness.journal import Journal, read_wal
-from harness.model import MarketRules, parse_time
+from harness.model import DAY_MS, MarketRules, parse_time
 from harness.paper_exchange import PaperExchange
 from tests.exchange_support import ccxt_client, make_bars
 
@@ -40,6 +40,7 @@ T0 = parse_time("2025-06-01")
 MINUTE = 60_000
 RULES = MarketRules(SYMBOL, lot_step=0.00001, tick_size=0.01, min_qty=0.00001, min_notional=5.0)
 CASH = 10_000.0
+DAY = DAY_MS
 
 
 # -- the market ---------------------------------------------------------------------------------
@@ -215,6 +216,7 @@ def killed_on_exit(process: LiveProcess):
     finally:
         if process.alive():
             process.kill()
+        process._close()
 
 
 # -- the journal --------------------------------------------------------------------------------
@@ -328,11 +330,17 @@ def assert_fills_match_trades(fills, trades: list[dict]) -> None:
         assert f.liquidity == ("maker" if t["isMaker"] else "taker")
 
 
+def current_orders(orders):
+    """One row per order: its latest state (by ``updated_at``; the catalog may hold stale rows)."""
+    return orders.sort_values("updated_at", kind="stable").drop_duplicates("order_id", keep="last")
+
+
 def assert_no_order_doubled(orders_journal, exchange_orders: list[dict]) -> None:
-    """Every client order id reached the exchange at most once, and each one is journaled once."""
+    """Every client order id reached the exchange at most once, each one is journaled once, and
+    the journal knows the exchange's id of every order the exchange holds."""
     cids = [o["clientOrderId"] for o in exchange_orders]
     assert len(cids) == len(set(cids)), f"an order was sent twice: {sorted(cids)}"
-    journal = orders_journal.drop_duplicates("order_id", keep="last")
+    journal = current_orders(orders_journal)
     journaled = list(journal["client_order_id"])
     assert len(journaled) == len(set(journaled))
     assert set(cids) <= set(journaled), f"orders on the exchange the journal does not hold: {set(cids) - set(journaled)}"
@@ -342,8 +350,30 @@ def assert_no_order_doubled(orders_journal, exchange_orders: list[dict]) -> None
         if seen is None:
             assert row.status == "rejected", f"{row.order_id} {row.status} never reached the exchange"
             continue
-        assert str(row.exchange_order_id) == str(seen["orderId"])
-        assert abs(row.filled_qty - float(seen["executedQty"])) < 1e-9, (row, seen)
+        assert str(row.exchange_order_id) == str(seen["orderId"]), (row, seen)
+
+
+def assert_order_states_match(orders_journal, fills, exchange_orders: list[dict]) -> None:
+    """Each order's current state in the journal (status, filled quantity) is the exchange's, and
+    its filled quantity is the sum of its journaled fills."""
+    by_cid = {o["clientOrderId"]: o for o in exchange_orders}
+    per_order = fills.groupby("order_id")["qty"].sum()
+    for row in current_orders(orders_journal).itertuples(index=False):
+        assert abs(row.filled_qty - per_order.get(row.order_id, 0.0)) < 1e-9, row
+        seen = by_cid.get(row.client_order_id)
+        if seen is not None:
+            assert row.status == seen["status"].lower(), (row, seen)
+            assert abs(row.filled_qty - float(seen["executedQty"])) < 1e-9, (row, seen)
+
+
+def assert_fills_per_order_match(fills, orders_journal, exchange_orders: list[dict]) -> None:
+    """Σ journaled fills of each order = the exchange's executed quantity of that order."""
+    per_order = fills.groupby("order_id")["qty"].sum()
+    cid_of = dict(zip(orders_journal["order_id"], orders_journal["client_order_id"], strict=True))
+    for order in exchange_orders:
+        mine = [oid for oid, cid in cid_of.items() if cid == order["clientOrderId"]]
+        assert len(mine) == 1, order
+        assert abs(per_order.get(mine[0], 0.0) - float(order["executedQty"])) < 1e-9, (mine[0], order)
 
 
 def journal_status(reports: Path, run_id: str) -> str:
