@@ -76,6 +76,7 @@ class RuleInputs:
     confidences: Mapping[str, Sequence[float]] = field(default_factory=dict)   # symbol → recent, oldest first
     bar_age_ms: Mapping[str, int] = field(default_factory=dict)         # symbol → exchange ms since last close
     timeframe_ms: int = 60_000
+    stale_floor_ms: float = 0.0                                         # bar ages under this are never stale
     kill_switch: str | None = None                                      # its detail, once fired
     mismatches: Mapping[str, str] = field(default_factory=dict)         # symbol → detail
 
@@ -125,7 +126,7 @@ class AlertRules:
         for symbol, detail in sorted(x.mismatches.items()):
             out.append(Condition("position_mismatch", f"position_mismatch:{symbol}",
                                  f"{symbol} position mismatch with the exchange: {detail}", symbol))
-        limit = self.stale_data_factor * x.timeframe_ms
+        limit = max(self.stale_data_factor * x.timeframe_ms, x.stale_floor_ms)
         for symbol, age in sorted(x.bar_age_ms.items()):
             if age > limit:
                 out.append(Condition("stale_data", f"stale_data:{symbol}",

@@ -17,7 +17,8 @@ it also runs on that cadence without a bar (order polls, position syncs). Its ex
 carry the run's request id. Its interval is ``execution_seconds``, else one bar on the
 exchange's clock; the market-data job's is ``refresh_seconds`` or one bar, whichever is shorter;
 neither is taken as shorter than :data:`MIN_INTERVAL_S` (a paper exchange at a high ``--speed``
-would otherwise turn scheduling jitter into skipped runs).
+would otherwise turn scheduling jitter into skipped runs), and a bar is stale only once it is
+also that many real intervals old.
 
 The status server never touches the session: it reads :meth:`Telemetry.state`, a copy of
 snapshots the trading thread leaves after each job run (under a lock held for microseconds).
@@ -467,7 +468,8 @@ class Telemetry(contextlib.AbstractContextManager):
         return RuleInputs(overdue={} if final else self.jobs.overdue(),
                           intervals={MARKET_DATA: self.market_data_interval(), EXECUTION: self.execution_interval()},
                           requests=requests, errors=errors, confidences=confidences, bar_age_ms=ages,
-                          timeframe_ms=self.tf_ms, kill_switch=halted, mismatches=mismatches)
+                          timeframe_ms=self.tf_ms, kill_switch=halted, mismatches=mismatches,
+                          stale_floor_ms=self.rules.stale_data_factor * MIN_INTERVAL_S * 1000 * self._rate())
 
     # -- journal --------------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ RULES = AlertRules(min_confidence=0.55, max_error_rate_pct=5.0, error_window_sec
     (RuleInputs(mismatches={"BTC/USDT": "journal 1, exchange 0.8"}), ["position_mismatch"]),
     (RuleInputs(bar_age_ms={"BTC/USDT": 2 * MIN}, timeframe_ms=MIN), []),
     (RuleInputs(bar_age_ms={"BTC/USDT": 2 * MIN + 1}, timeframe_ms=MIN), ["stale_data"]),
+    (RuleInputs(bar_age_ms={"BTC/USDT": 2 * MIN + 1}, timeframe_ms=MIN, stale_floor_ms=3 * MIN), []),  # fast replay
 ])
 def test_alert_rules(inputs, fired):
     conditions = RULES.evaluate(inputs)
