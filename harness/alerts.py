@@ -93,6 +93,7 @@ class AlertRules:
 
     @classmethod
     def from_config(cls, alerts) -> AlertRules:
+        """The rules with the thresholds of a config's ``[alerts]`` section."""
         return cls(alerts.min_confidence, alerts.max_error_rate_pct, alerts.error_window_seconds,
                    alerts.stale_data_factor)
 
@@ -137,6 +138,8 @@ class AlertRules:
 
 @dataclass
 class ActiveAlert:
+    """An alert that has fired and not yet ended."""
+
     condition: Condition
     since: float                          # wall clock, epoch seconds
     drill: str | None = None
@@ -213,6 +216,7 @@ class AlertManager:
         self.webhook.post(body)
 
     def active(self) -> list[dict[str, Any]]:
+        """The alerts active now, oldest first (as ``/health`` lists them)."""
         with self._lock:
             return [a.to_dict() for a in sorted(self._active.values(), key=lambda a: (a.since, a.condition.key))]
 

@@ -113,6 +113,7 @@ class DrillRunner:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Run the drill on its own thread (the session is attached and trading)."""
         session = self.telemetry.session
         if self.faults is None:
             self.faults = FaultClient(session.options.url, session.key, session.secret)

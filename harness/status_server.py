@@ -294,6 +294,7 @@ class StatusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> StatusServer:
+        """Serve from a daemon thread; returns self."""
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"status-{self.port}", daemon=True)
         self._thread.start()

@@ -367,6 +367,7 @@ class Telemetry(contextlib.AbstractContextManager):
         }
 
     def identity(self) -> dict[str, Any]:
+        """Who this run is: run id, mode, profile, strategy, symbols, timeframe."""
         s = self.session
         return {"run_id": self.context.run_id, "mode": self.context.mode, "profile": self.context.profile,
                 "strategy": getattr(s, "strategy", None), "symbols": list(getattr(s, "symbols", ()) or ()),
@@ -396,6 +397,7 @@ class Telemetry(contextlib.AbstractContextManager):
             return len(self._window), sum(1 for _, ok in self._window if not ok)
 
     def execution_runs(self) -> int:
+        """Execution-rebalance runs so far."""
         return self.jobs.jobs[EXECUTION].runs
 
     def wait_execution_runs(self, n: int, stop: threading.Event, timeout: float | None = None) -> bool:
@@ -409,6 +411,7 @@ class Telemetry(contextlib.AbstractContextManager):
     # -- drills ---------------------------------------------------------------------------------
 
     def drill_confidence(self) -> float:
+        """The confidence a low-confidence drill reports: half the alert threshold."""
         return self.rules.min_confidence / 2
 
     def set_confidence_drill(self, on: bool) -> None:
