@@ -244,6 +244,8 @@ class Webhook:
             raise UserError(f"--alert-webhook must be an http(s) URL, not {url!r}")
         self.url, self.timeout_s = url, timeout_s
         self._label = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")     # never through a proxy
+        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if loopback else []))
         self._queue: queue.Queue = queue.Queue(self.QUEUE)
         self.sent = 0
         self.failed = 0
@@ -277,7 +279,7 @@ class Webhook:
                                              headers={"Content-Type": "application/json",
                                                       "User-Agent": "quantum-trader-harness"})
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                with self._opener.open(request, timeout=self.timeout_s) as reply:
                     reply.read(1024)
                 self.sent += 1
             except Exception as exc:             # a receiver's trouble never reaches the run
