@@ -89,7 +89,8 @@ def e2e(tmp_path_factory) -> E2E:
                         "--start", "2025-06-02T00:00:00Z") as exchange:
         live = LiveProcess(env, root / "logs", "--exchange-url", exchange.url, "--symbols", SYMBOL,
                            "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=8",
-                           "--duration", f"{DURATION_MIN}m", "--warmup", str(WARMUP), "--json")
+                           "--duration", f"{DURATION_MIN}m", "--warmup", str(WARMUP), "--json",
+                           "--log-file", str(root / "logs" / "live.jsonl"))
         readers: list[Reader] = []
 
         def read(args: tuple[str, ...]) -> Reader:
@@ -219,7 +220,10 @@ def _files(folder: Path) -> list[Path]:
 
 def test_secrets_reach_no_log_journal_or_report(e2e):
     needles = [KEY.encode(), SECRET.encode()]
-    texts = {"live stderr": e2e.stderr, "exchange stderr": e2e.exchange_err, "live stdout": json.dumps(e2e.summary)}
+    log_file = (e2e.root / "logs" / "live.jsonl").read_text()
+    assert len(log_file.splitlines()) > 10, "the JSON log has lines to search"
+    texts = {"live stderr": e2e.stderr, "live log file": log_file, "exchange stderr": e2e.exchange_err,
+             "live stdout": json.dumps(e2e.summary)}
     texts.update({f"{r.args[0]} output": r.stdout + r.stderr for r in e2e.readers})
     for name, text in texts.items():
         for needle in needles:

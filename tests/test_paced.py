@@ -4,9 +4,9 @@ trading on it (DESIGN 1, 3.8; issue 7).
 
 At zero slippage and no volume cap a paced replay and a plain replay of the same window make the
 same trades: the same sides, quantities and prices, filled on the same bars. Real BTCUSDT 1m
-bars from ../shared when present, else a synthetic series. N = 1200 puts a bar at 50 ms of real
-time, several times what the live loop needs from a bar's close to its order reaching the
-exchange (see tests/bench/bench_live.py), so no order slips into the next bar.
+bars from ../shared when present, else a synthetic series. N = 1000 puts a bar at 60 ms of real
+time, about twice the p99 from a bar's close to its order reaching the exchange (~30 ms, see
+tests/bench/bench_live.py), so no order slips into the next bar; at 2880x it does.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.conftest import BTC_1M
 from tests.helpers.live_support import cli, live_env
 from tests.helpers.market import random_walk
 
-SPEED = 1200
+SPEED = 1000
 ZERO_SLIPPAGE = ("--set", "slippage.bps=0", "--set", "fills.max_bar_volume_pct=0")
 STRATEGY = ("--strategy", "sma_cross", "--param", "fast=5", "--param", "slow=20")
 # 144 bars whose first SMA 5/20 cross comes ~60 bars in (real data): bars the paced run may miss
@@ -173,7 +173,7 @@ def test_a_paced_replay_to_the_last_recorded_bar_finishes(pair):
     env = live_env(pair.root, key=None, secret=None)
     try:
         proc = cli(env, "replay", "--days", "0.025", *STRATEGY, *ZERO_SLIPPAGE, "--speed", "6000", "--no-report",
-                   "--json", timeout=8)
+                   "--json", timeout=6)
     except subprocess.TimeoutExpired:
-        pytest.fail("36 bars at 6000x did not finish in 8 s")
+        pytest.fail("36 bars at 6000x (0.4 s of exchange time) did not finish in 6 s")
     assert proc.returncode == 0, proc.stderr
