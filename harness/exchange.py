@@ -183,6 +183,10 @@ class ExchangeClient:
             key = secret = None                   # a market-data client holds no keys
         self._secrets = tuple(s for s in (key, secret) if s)
         recv = recv_window_ms or getattr(execution, "recv_window_ms", None) or 10_000
+        # A request still in flight when the client gives up must be refused by the exchange if it
+        # arrives later, or a resend after "order not found" would double it: the receive window
+        # never outlasts the client's timeout.
+        recv = min(int(recv), int(timeout_s * 1000))
         loopback = self.mode == "loopback"
         self._ccxt = ccxt.binance({
             "apiKey": key or "", "secret": secret or "",
@@ -372,12 +376,16 @@ class ExchangeClient:
         self._markets()
         return [_order_from_ccxt(o, symbol) for o in self._call("fetch_open_orders", symbol)]
 
-    def fetch_my_trades(self, symbol: str, since: int | None = None, limit: int | None = None) -> list[Fill]:
-        """Own trades of ``symbol`` from ``since`` (ms) as fills; ``fill_id`` is the exchange's
-        trade id and ``order_id`` the exchange's order id."""
+    def fetch_my_trades(self, symbol: str, since: int | None = None, limit: int | None = None,
+                        from_id: int | None = None) -> list[Fill]:
+        """Own trades of ``symbol`` as fills: from trade id ``from_id`` (paging that never skips a
+        trade, however far apart), else from ``since`` (ms), else the most recent. ``fill_id``
+        is the exchange's trade id and ``order_id`` the exchange's order id."""
         symbol = normalize_symbol(symbol)
         self._markets()
-        return [_fill_from_ccxt(t) for t in self._call("fetch_my_trades", symbol, since, limit)]
+        params = {} if from_id is None else {"fromId": int(from_id)}
+        return [_fill_from_ccxt(t) for t in self._call("fetch_my_trades", symbol, since if from_id is None else None,
+                                                        limit, params)]
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -165,7 +165,8 @@ class Journal:
         import duckdb
 
         if read_only and not self.db_path.exists():
-            raise JournalError(f"no journal at {self.db_path}: run a replay first (python cli.py replay --days N)")
+            raise RunNotFound(f"no journal at {self.db_path}: run a replay first (python cli.py replay --days N), "
+                              "or point --reports-dir / QT_REPORTS_DIR at the reports folder")
         self.root.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         delay = 0.005
@@ -258,10 +259,15 @@ class Journal:
 
     def upsert_orders(self, run_id: str, orders: pa.Table, con=None) -> None:
         """Replace the catalog rows of these orders by their current state (live order tracking)."""
+        ids = orders.column("order_id").to_pylist()
+        last = {order_id: i for i, order_id in enumerate(ids)}          # a batch may hold several states
+        if len(last) < len(ids):
+            orders = orders.take(sorted(last.values()))
+
         def work(c):
-            ids = orders.column("order_id").to_pylist()
-            if ids:
-                c.execute("DELETE FROM orders WHERE run_id = ? AND order_id IN (SELECT unnest(?))", [run_id, ids])
+            if last:
+                c.execute("DELETE FROM orders WHERE run_id = ? AND order_id IN (SELECT unnest(?))",
+                          [run_id, list(last)])
                 self._insert(c, run_id, "orders", orders)
         if con is not None:
             work(con)

@@ -49,7 +49,9 @@ class LiveOptions:
     resume: str | None = None
     warmup_bars: int | None = None          # default: live.warmup_bars
     time_offset: int = 0                    # exchange time - data time (paced replay)
-    stop_at: int | None = None              # data time: stop once the bar opening before it is delivered
+    stop_at: int | None = None              # data time: the window's end (paced replay)
+    first_bar: int | None = None            # data time of the first bar to deliver (paced replay)
+    clock_rate: float | None = None         # known exchange-clock speed (paced replay); else measured
     tap: bool = True                        # write polled bars to datasets/
     api_key: str | None = None
     api_secret: str | None = None
@@ -106,20 +108,22 @@ class ExchangeClock:
     """
 
     def __init__(self, server_time: Callable[[], int], real: Callable[[], float] = time.monotonic,
-                 probe_s: float = 0.05):
+                 probe_s: float = 0.05, rate: float | None = None):
         self._server_time, self._real = server_time, real
         self._first = self._last = None
-        self.rate = 1.0
+        self.fixed = rate is not None
+        self.rate = 1.0 if rate is None else float(rate)
         self.resync()
-        time.sleep(probe_s)
-        self.resync(force_rate=True)
+        if not self.fixed:
+            time.sleep(probe_s)
+            self.resync(force_rate=True)
 
     def resync(self, force_rate: bool = False) -> int:
         real = self._real()
         server = int(self._server_time())
         if self._first is None:
             self._first = (real, server)
-        elif force_rate or real - self._first[0] > 0.2:
+        elif not self.fixed and (force_rate or real - self._first[0] > 0.2):
             rate = (server - self._first[1]) / max((real - self._first[0]) * 1000, 1e-9)
             self.rate = 1.0 if 0.5 < rate < 2.0 else max(rate, 1e-6)
         self._last = (real, server)
@@ -152,6 +156,8 @@ class MarketData:
         s = self.s
         now = s.clock.now()
         current = now - now % self.tf
+        if s.options.first_bar is not None:      # paced replay: the window's first bar, whatever the clock
+            current = s.options.first_bar + s.options.time_offset
         for feed in s.feeds:
             self.last_open[feed.symbol] = current - self.tf
             if bars <= 0:
@@ -214,9 +220,11 @@ class MarketData:
             got = got.window(since, None)
             if len(got):
                 fresh[feed.symbol] = got
-        if not fresh:
-            return 0
         stop_at = s.options.stop_at
+        if not fresh:
+            if stop_at is not None and now - s.options.time_offset >= stop_at + self.tf:
+                self.finish("end of the window")      # its last bar has closed and been delivered
+            return 0
         moments = sorted({int(t) for bars in fresh.values() for t in bars.ts})
         delivered = 0
         for ts in moments:
@@ -244,6 +252,8 @@ class MarketData:
                 delivered += 1
         for bars in fresh.values():
             s.tap(bars)
+        if stop_at is not None and all(v - s.options.time_offset + self.tf >= stop_at for v in self.last_open.values()):
+            self.finish("end of the window")
         return delivered
 
     def finish(self, why: str) -> None:
@@ -291,6 +301,7 @@ class LiveSession:
         self.stop_requested = threading.Event()
         self.visible_at: dict[int, float] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
+        self._tap_thread: threading.Thread | None = None
         self.run_id: str | None = None
         self._request_seq = 0
         self.telemetry = options.hooks.get("telemetry")
@@ -327,22 +338,50 @@ class LiveSession:
         return self.clock.now() - self.options.time_offset
 
     def tap(self, bars) -> None:
+        """Queue polled bars for ``datasets/`` (written on a thread, off the path from bar to order)."""
         if not self.options.tap or len(bars) == 0:
             return
-        try:
-            self.store.write(self.client.dataset_id, bars, what=f"tapped {bars.symbol}")
-        except (DatasetError, OSError) as exc:
-            self.event("error", bars.symbol, f"could not write tapped bars: {exc}")
+        if self._tap_thread is None:
+            import queue
+
+            self._tap_queue = queue.Queue()
+            self._tap_thread = threading.Thread(target=self._tap_writer, name="tap", daemon=True)
+            self._tap_thread.start()
+        self._tap_queue.put(bars)
+
+    def _tap_writer(self) -> None:
+        while True:
+            bars = self._tap_queue.get()
+            if bars is None:
+                return
+            try:
+                self.store.write(self.client.dataset_id, bars, what=f"tapped {bars.symbol}")
+            except (DatasetError, OSError) as exc:
+                self.event("error", bars.symbol, f"could not write tapped bars: {exc}")
+
+    def _close_tap(self) -> None:
+        if self._tap_thread is not None:
+            self._tap_queue.put(None)
+            self._tap_thread.join(timeout=60)
+            self._tap_thread = None
+
+    def _observe(self, event) -> None:
+        """Every failed exchange request (retried or not) is journaled; telemetry sees them all."""
+        if not event.ok and getattr(self, "recorder", None) is not None:
+            self.event("exchange_error", "", f"{event.endpoint}: {event.error}",
+                       {"error": event.error, "kind": event.error_kind, "retried": event.error_kind == "temporary",
+                        "endpoint": event.endpoint}, event.request_id)
+        if self.telemetry is not None:
+            self.telemetry.on_request(event)
 
     # -- the run ----------------------------------------------------------------------------
 
     def connect(self) -> None:
         from harness.exchange import ExchangeClient
 
-        observer = self.telemetry.on_request if self.telemetry is not None else None
         self.client = ExchangeClient(self.config, url=self.options.url, testnet=self.options.testnet,
-                                     api_key=self.key, api_secret=self.secret, observer=observer)
-        self.clock = ExchangeClock(self.client.server_time)
+                                     api_key=self.key, api_secret=self.secret, observer=self._observe)
+        self.clock = ExchangeClock(self.client.server_time, rate=self.options.clock_rate)
         self.rules = self.client.load_rules(self.symbols)
         if self.options.tap:
             self.store.save_rules(self.client.dataset_id, self.rules, self.clock.now(), f"{self.mode} exchangeInfo")
@@ -353,10 +392,6 @@ class LiveSession:
         from harness.engine import RunResult, bind_strategy, finalize
 
         self.connect()
-        before = self.options.hooks.get("before_run")
-        if before is not None:                 # paced replay: (re)start the exchange's replay clock now
-            before()
-            self.clock = ExchangeClock(self.client.server_time)
         resume = self.options.resume
         started = now_ms()
         self.started_exchange = self.clock.now()
@@ -394,6 +429,7 @@ class LiveSession:
         warmup = self.config.live.warmup_bars if self.options.warmup_bars is None else self.options.warmup_bars
         self.market.warm_up(warmup)
         self.broker.sync_positions(self.data_now(), initial=not resume)
+        self.broker.window_end = self.options.stop_at
         self.recorder.flush(force=True)
         cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False, live=True, quicknotify=False,
                              exactbars=False)
@@ -406,6 +442,10 @@ class LiveSession:
         restore = self._install_signals() if self.options.install_signals else None
         if self.telemetry is not None:
             self.telemetry.attach(self)
+        before = self.options.hooks.get("before_run")
+        if before is not None:                 # paced replay: the exchange's replay clock starts now
+            before()
+            self.clock = ExchangeClock(self.client.server_time, rate=self.options.clock_rate)
         status = "completed"
         error: BaseException | None = None
         try:
@@ -460,6 +500,7 @@ class LiveSession:
 
     def _stop(self, status: str, error: BaseException | None) -> str:
         """Cancel open orders, take the last equity point, write everything, close the run."""
+        self._close_tap()
         ts = self.data_now()
         try:
             self.broker.cancel_all(ts, "run stopped")
@@ -471,7 +512,11 @@ class LiveSession:
             status = "halted"
         if self.stop_requested.is_set() and status == "completed":
             self.event("run_stopped", "", "stopped by signal", {})
-        self.broker._mark(max(ts, self.recorder.equity_rows[-1]["ts"] if self.recorder.equity_rows else ts))
+        plan = getattr(self, "plan", None)
+        last = self.recorder.equity_rows[-1]["ts"] if self.recorder.equity_rows else None
+        final_ts = plan.end if plan is not None else ts
+        if last is None or final_ts > last:          # the closing equity point (a paced window has it)
+            self.broker._mark(final_ts)
         stats = self.client.stats()
         requests = sum(v["requests"] for v in stats.values())
         errors = sum(v["errors"] for v in stats.values())

@@ -35,7 +35,8 @@ def paced_replay(config: Config, store: Store, journal: Journal, days: float, en
                              rules=plan.rules)
     with exchange:
         options = LiveOptions(url=exchange.url, mode="paced", warmup_bars=0, time_offset=exchange.market.offset,
-                              stop_at=plan.end, tap=False, api_key=key, api_secret=secret,
+                              stop_at=plan.end, first_bar=plan.start, clock_rate=speed, tap=False,
+                              api_key=key, api_secret=secret,
                               hooks={"report": report, "gates_path": gates_path, "telemetry": telemetry,
                                      "before_run": exchange.clock.start})
         session = LiveSession(config.replace(run=_run_section(config, plan)), store, journal, options)

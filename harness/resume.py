@@ -26,6 +26,9 @@ from harness.model import Event, Fill, Liquidity, Order, OrderStatus, OrderType,
 
 def resume_config(journal: Journal, run_id: str, config_path: str | None = None) -> tuple[str, Config]:
     """The configuration a run started with (secrets again from the environment / config file)."""
+    if not journal.db_path.exists():
+        raise UserError(f"cannot resume run {run_id!r}: there is no journal at {journal.db_path} "
+                        "(check --reports-dir / QT_REPORTS_DIR)")
     row = journal.run_row(run_id)
     if not str(row["mode"]).startswith("live"):
         raise UserError(f"run {row['run_id']} is a {row['mode']} run; only live runs can be resumed")
@@ -77,8 +80,8 @@ def reconcile(session) -> None:
         recorder._fill_sums[fill.order_id] = (qty + fill.qty, notional + fill.qty * fill.price)
         if row.exchange_trade_id:
             broker.seen_trades.add(row.exchange_trade_id)
-        cursor = _ms(row.ts) + session.options.time_offset
-        broker.trade_cursor[row.symbol] = max(broker.trade_cursor.get(row.symbol, 0), cursor)
+        if row.exchange_trade_id and row.exchange_trade_id.isdigit():
+            broker.trade_cursor[row.symbol] = max(broker.trade_cursor.get(row.symbol, -1), int(row.exchange_trade_id))
         broker.portfolio.apply(fill)
     broker._fill_seq = max([int(m.group(1)) for f in fills["fill_id"] if (m := re.match(r"F(\d+)$", f))], default=0)
     for row in record.equity.itertuples(index=False):

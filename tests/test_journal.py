@@ -137,7 +137,7 @@ def test_unknown_run_id_raises_run_not_found(journal):
 def test_reading_an_absent_journal(tmp_path):
     empty = Journal(tmp_path / "nothing")
     assert empty.list_runs() == []
-    with pytest.raises(JournalError, match="no journal at .*run a replay first"):
+    with pytest.raises(RunNotFound, match="no journal at .*run a replay first"):
         empty.load("any")
 
 

@@ -153,9 +153,6 @@ def test_balances_in_the_journal_are_the_exchange_account(e2e):
     assert synced and synced[0]["cash"] == pytest.approx(10_000.0) and synced[0]["positions"] == {SYMBOL: 0.0}
 
 
-@pytest.mark.xfail(reason="BUG: Journal.append/upsert_orders inserts every state of an order written in one "
-                          "catalog batch (new, accepted, filled), so the catalog holds several rows per order and "
-                          "the live summary's `orders` counts them", strict=True)
 def test_catalog_holds_one_row_per_order(e2e):
     rows = catalog_rows(e2e.root / "reports", "SELECT count(*), count(DISTINCT order_id) FROM orders WHERE run_id = ?",
                         [e2e.run_id])[0]

@@ -191,28 +191,17 @@ def test_the_request_errors_are_counted(faulty):
     assert stats["requests"] > stats["errors"]
 
 
-@pytest.mark.xfail(reason="BUG: a temporary error the adapter retried successfully (5xx, 429, 418, timeout, dropped "
-                          "connection) is only logged and counted in exchange_stats; no exchange_error event is "
-                          "journaled unless every retry failed", strict=True)
 def test_each_fault_is_journaled_as_an_event(faulty):
     errors = _events(faulty.record, "exchange_error")
     assert len(errors) >= TEMPORARY, f"{len(errors)} exchange_error events for {TEMPORARY} faults: {errors}"
 
 
-@pytest.mark.xfail(reason="BUG: TestnetBroker._route journals an order whose outcome is still unknown after the "
-                          "adapter's retries (POST timed out, every lookup failed) as rejected and forgets it; the "
-                          "exchange filled it, so its trade is never booked (pull_fills skips unknown order ids)",
-                   strict=True)
 def test_an_order_whose_outcome_stays_unknown_is_not_written_off(tmp_path, store):
     outcome = run_with_faults(tmp_path, store, [("timeout", {"delay_s": 1.5})], duration_min=40,
                               other=[("order", "GET", "error", 6, {"status": 503})])
     assert_fills_match_trades(outcome.record.fills, outcome.trades)
 
 
-@pytest.mark.xfail(reason="BUG: ExchangeClient.create_order resends an order after a timeout as soon as a lookup "
-                          "does not find it, while the original request may still reach the exchange inside its "
-                          "recvWindow: with execution.recv_window_ms above the client timeout the order is doubled",
-                   strict=True)
 def test_a_late_original_request_does_not_double_the_order(tmp_path, store):
     outcome = run_with_faults(tmp_path, store, [("timeout", {"delay_s": 1.5, "before": True})], duration_min=40,
                               recv_window_ms=5_000)

@@ -137,9 +137,6 @@ def test_loopback_targets_are_accepted(url):
     assert ExchangeClient(url=url, api_key=KEY, api_secret=SECRET).mode == "loopback"
 
 
-@pytest.mark.xfail(reason="BUG: `live --resume RUN_ID` in a workspace without a journal exits 1 (JournalError, "
-                          "'run a replay first') instead of 2 with a line naming the run: resume_config reads the "
-                          "journal read-only and JournalError is not a UserError", strict=True)
 def test_resume_without_a_journal_is_a_usage_error(outcomes):
     out = outcomes["resume without a journal"]
     assert out.network == [] and out.written == []

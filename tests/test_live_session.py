@@ -60,10 +60,6 @@ def test_positions_are_synced_from_the_exchange_on_a_schedule(tmp_path, store):
     assert 0 <= last["positions"][SYMBOL] <= balances["BTC"] + 0.01
 
 
-@pytest.mark.xfail(reason="BUG: TestnetBroker.pull_fills asks myTrades from the last trade seen (startTime only); "
-                          "the exchange answers at most 24 h from there, so a fill more than a day after the "
-                          "previous one is never booked — the order stays open, is then 'canceled' at the stop "
-                          "while the exchange filled it", strict=True)
 def test_a_fill_more_than_a_day_after_the_previous_one_is_booked(tmp_path, store):
     # 1h bars at 60,000x: a buy on the first bar, a sell 28 bars (hours) later, a 32-hour run
     summary, record, (trades, orders, _) = _run(tmp_path, store, 60_000, 32 * 60 * MINUTE,

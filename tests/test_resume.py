@@ -223,10 +223,6 @@ def test_balances_after_the_resumes_are_the_exchange_account(scenario):
     assert record.equity.iloc[-1]["cash"] == pytest.approx(balances["USDT"], abs=1e-6)
 
 
-@pytest.mark.xfail(reason="BUG: after --resume the strategy sees itself flat while the account holds the position: "
-                          "reconcile books the journaled fills into the Portfolio only, and sync_positions updates "
-                          "backtrader's Position only when the Portfolio differs from the exchange",
-                   strict=True)
 def test_the_resumed_strategy_sees_the_position_it_holds(scenario):
     held = scenario.stages["after a fill"]["holding"]
     assert held > 0.009
@@ -234,10 +230,6 @@ def test_the_resumed_strategy_sees_the_position_it_holds(scenario):
     assert first["size"] == pytest.approx(held, abs=1e-9)
 
 
-@pytest.mark.xfail(reason="BUG: the catalog keeps stale rows of an order (Journal.upsert_orders, see test_live_e2e), "
-                          "resume.reconcile reads each of them and settles a stale 'new' row of an order that had "
-                          "filled: it writes the order back as filled with filled_qty 0, its newest state",
-                   strict=True)
 def test_order_states_after_the_resumes_are_the_exchange_orders(scenario):
     record = scenario.final["record"]
     assert_order_states_match(record.orders, record.fills, scenario.final["orders"])

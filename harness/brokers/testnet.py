@@ -52,6 +52,9 @@ class TestnetBroker(HarnessBroker):
         self.peak_equity = 0.0
         self.on_bar: Callable[[int], None] | None = None
         self.order_latencies_ms: list[float] = []
+        self.unconfirmed: dict[str, float] = {}      # client id → monotonic deadline for the exchange to know it
+        self.confirm_seconds = 60.0
+        self.window_end: int | None = None            # paced replay: orders stamped at or after it are not sent
         self.visible_at: dict[int, float] = {}        # bar close (data time) → perf_counter when it was seen
         self.bar_latencies_ms: list[float] = []       # bar seen → its order's request started
 
@@ -79,15 +82,16 @@ class TestnetBroker(HarnessBroker):
                                               f"journal holds {mine:g}, exchange {qty:g}",
                                               data={"symbol": symbol, "journal_qty": mine, "exchange_qty": qty}))
         self.portfolio.cash = free + locked
-        for data in self._datas:
+        for data in self._datas:               # the exchange's holdings are what the strategy sees
             pos = self.portfolio.position(data.symbol)
             qty = holdings[data.symbol]
-            if abs(pos.qty - qty) > 1e-12:
-                pos.qty = qty
-                bt_pos = self.getposition(data)
-                bt_pos.size = qty
-                if qty and not bt_pos.price:
-                    bt_pos.price = pos.avg_price or 0.0
+            pos.qty = qty
+            bt_pos = self.getposition(data)
+            bt_pos.size = qty
+            if not qty:
+                bt_pos.price = 0.0
+            elif not bt_pos.price:
+                bt_pos.price = pos.avg_price or (float(data.close[0]) if len(data) else 0.0)
         self.positions_synced = True
         self.last_sync_ts = ts
         self._last_sync = self._now()
@@ -109,6 +113,12 @@ class TestnetBroker(HarnessBroker):
                                   record.type)
         if reason:
             return self._reject(order, record, reason, ts, code=-1013)
+        if self.window_end is not None and ts >= self.window_end:
+            # paced replay: the window has ended; like the paper broker at its last bar, the order
+            # stays open and unfilled instead of meeting bars beyond the window
+            record.reason = "sent as the window ended: not sent to the exchange"
+            self._accept(order, record, ts)
+            return order
         self.recorder.order(record, ts)               # written ahead of the request
         self._flush(force=True)
         started = time.perf_counter()
@@ -121,10 +131,15 @@ class TestnetBroker(HarnessBroker):
         except OrderRejected as exc:
             return self._reject(order, record, str(exc), ts, code=exc.code)
         except ExchangeError as exc:
+            # The outcome is unknown (the adapter already retried and looked it up): keep the order
+            # open as unconfirmed and settle it by its client id when the exchange answers again.
             self.recorder.event(Event(ts, "exchange_error", record.symbol, f"order not confirmed: {exc}",
                                       data={"error": str(exc), "kind": type(exc).__name__, "retried": True,
                                             "endpoint": "POST /api/v3/order"}))
-            return self._reject(order, record, f"exchange error: {exc}", ts)
+            record.reason = "unconfirmed: the exchange did not answer; looked up by client id until it does"
+            self._accept(order, record, ts)
+            self.unconfirmed[record.client_order_id] = self._now() + self.confirm_seconds
+            return order
         self.order_latencies_ms.append((time.perf_counter() - started) * 1000)
         record.exchange_order_id = sent.exchange_order_id
         if sent.status in (OrderStatus.REJECTED, OrderStatus.EXPIRED, OrderStatus.CANCELED) and not sent.filled_qty:
@@ -136,6 +151,9 @@ class TestnetBroker(HarnessBroker):
         return order
 
     def _cancel(self, order: bt.Order, record: Order, ts: int, reason: str) -> None:
+        if not record.exchange_order_id and record.client_order_id not in self.unconfirmed:
+            super()._cancel(order, record, ts, reason)          # never sent: nothing to cancel remotely
+            return
         try:
             self.client.cancel_order(record.symbol, client_order_id=record.client_order_id)
         except OrderNotFound:
@@ -163,17 +181,30 @@ class TestnetBroker(HarnessBroker):
 
     def pull_fills(self, symbol: str) -> int:
         """Book the exchange's new trades of this run's orders in ``symbol``; returns how many."""
-        since = self.trade_cursor.get(symbol)
-        trades = self.client.fetch_my_trades(symbol, since=since)
         booked = 0
-        for trade in sorted(trades, key=lambda t: (t.ts, t.fill_id)):
+        while True:
+            last_id = self.trade_cursor.get(symbol)
+            if last_id is None:
+                trades = self.client.fetch_my_trades(symbol, limit=1000)                 # the most recent
+            else:
+                trades = self.client.fetch_my_trades(symbol, from_id=last_id + 1, limit=1000)
+            booked += self._book_trades(symbol, trades)
+            if len(trades) < 1000:
+                break
+        if booked:
+            self._flush(force=True)
+        return booked
+
+    def _book_trades(self, symbol: str, trades: list[Fill]) -> int:
+        booked = 0
+        for trade in sorted(trades, key=lambda t: (t.ts, _trade_key(t.fill_id))):
+            self.trade_cursor[symbol] = max(self.trade_cursor.get(symbol, -1), _trade_key(trade.fill_id))
             if trade.fill_id in self.seen_trades:
                 continue
             entry = self.by_exchange_id.get(trade.order_id)
             if entry is None:
                 continue                              # not this run's order
             self.seen_trades.add(trade.fill_id)
-            self.trade_cursor[symbol] = max(self.trade_cursor.get(symbol, 0), trade.ts)
             order, record = entry
             fill = Fill(self.next_fill_id(), record.order_id, trade.ts - self.time_offset, symbol, trade.side,
                         trade.qty, trade.price, trade.fee, trade.fee_asset or self.quote_asset, trade.liquidity)
@@ -190,13 +221,15 @@ class TestnetBroker(HarnessBroker):
                     self.open_orders[order.ref] = (order, record)
                 self._execute(order, record, fill, trade.fill_id)
             booked += 1
-        if booked:
-            self._flush(force=True)
         return booked
 
     def poll_orders(self, ts: int) -> None:
         """Ask the exchange about every open order; book fills, cancellations and expiries."""
         for order, record in list(self.open_orders.values()):
+            if not record.exchange_order_id:
+                if record.client_order_id in self.unconfirmed:
+                    self._confirm(order, record, ts)
+                continue                              # held back at the window's end: never sent
             try:
                 seen = self.client.fetch_order(record.symbol, client_order_id=record.client_order_id)
             except ExchangeError as exc:
@@ -209,6 +242,30 @@ class TestnetBroker(HarnessBroker):
             if seen.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED) \
                     and order.ref in self.open_orders:
                 HarnessBroker._cancel(self, order, record, ts, f"exchange: {seen.status.value}")
+
+    def _confirm(self, order: bt.Order, record: Order, ts: int) -> None:
+        """Settle an order whose submission went unanswered: found → tracked; absent past its
+        deadline → it never reached the exchange, and is closed as rejected (never re-sent)."""
+        try:
+            seen = self.client.fetch_order(record.symbol, client_order_id=record.client_order_id)
+        except OrderNotFound:
+            if self._now() >= self.unconfirmed[record.client_order_id]:
+                del self.unconfirmed[record.client_order_id]
+                self.open_orders.pop(order.ref, None)
+                self._reject(order, record, "never reached the exchange (not re-sent)", ts)
+            return
+        except ExchangeError:
+            return                                    # still unreachable: try again on the next poll
+        del self.unconfirmed[record.client_order_id]
+        record.exchange_order_id = seen.exchange_order_id
+        record.reason = ""
+        self.by_exchange_id[seen.exchange_order_id] = (order, record)
+        self.recorder.order(record, ts)
+        if seen.filled_qty > 0:
+            self.pull_fills(record.symbol)
+        if seen.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED) \
+                and order.ref in self.open_orders:
+            HarnessBroker._cancel(self, order, record, ts, f"exchange: {seen.status.value}")
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -256,3 +313,11 @@ class TestnetBroker(HarnessBroker):
         flush = getattr(self.recorder, "flush", None)
         if flush is not None:
             flush(force)
+
+
+def _trade_key(trade_id: str) -> int:
+    """Binance trade ids are increasing integers (the order ``fromId`` pages by)."""
+    try:
+        return int(trade_id)
+    except ValueError:
+        return -1
