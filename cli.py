@@ -223,10 +223,11 @@ def data_list(ws: Workspace, exchange, symbols, as_json) -> None:
     if not infos:
         click.echo(f"nothing recorded under {ws.datasets}/ — try: python cli.py data synth --days 30")
         return
-    click.echo(f"{'exchange':<10} {'symbol':<10} {'tf':<4} {'first':<21} {'last':<21} {'bars':>9} {'gaps':>5} {'missing':>8}")
-    for i in infos:
-        click.echo(f"{i['exchange']:<10} {i['symbol']:<10} {i['timeframe']:<4} {i['first']:<21} {i['last']:<21} "
-                   f"{i['bars']:>9,} {i['gaps']:>5} {i['missing_bars']:>8,}")
+    from harness.console import table
+
+    click.echo(table(["exchange", "symbol", "tf", "first", "last", "bars", "gaps", "missing"],
+                     [[i["exchange"], i["symbol"], i["timeframe"], i["first"], i["last"], f"{i['bars']:,}", i["gaps"],
+                       f"{i['missing_bars']:,}"] for i in infos], right={"bars", "gaps", "missing"}))
 
 
 @data.command("check")
@@ -302,54 +303,9 @@ def run_config(ws: Workspace, symbols, timeframe, strategy, params, cash, profil
 
 
 def print_summary(summary: dict) -> None:
-    s = summary
-    head = f"{s['mode']} {s['run_id']}  {s['strategy']} {s['params']}"
-    click.echo(head)
-    synthetic = "  [SYNTHETIC DATA]" if s.get("synthetic") else ""
-    click.echo(f"  window   {s['start']} .. {s['end']}  {', '.join(s['symbols'])} {s['timeframe']}  "
-               f"{s['bars']:,} bars from exchange={s['exchange']}{synthetic}")
-    click.echo(f"  orders   {s['orders']:,}   fills {s['fills']:,}   trades {s['trades']:,}"
-               f"   fees {s['fees']:,.2f}")
-    sharpe = "n/a" if s.get("sharpe") is None else f"{s['sharpe']:.2f}"
-    click.echo(f"  equity   {s['final_equity']:,.2f}  return {s['return_pct']:+.2f}%  "
-               f"max drawdown {s['max_drawdown_pct']:.2f}%  sharpe {sharpe}")
-    if s.get("risk_denials"):
-        by = ", ".join(f"{k} {v}" for k, v in s["risk_denials_by_limit"].items())
-        click.echo(f"  risk     {s['risk_denials']} denials ({by})")
-    if s.get("kill_switch"):
-        click.echo("  risk     KILL SWITCH fired: positions flattened, run halted")
-    if s.get("verdict"):
-        click.echo(f"  verdict  {s['verdict']}   (python cli.py gate {s['run_id']})")
-    if s.get("report"):
-        click.echo(f"  report   {s['report']}")
-    if s.get("bars_per_s"):
-        click.echo(f"  speed    {s['bars_per_s']:,} bars/s ({s['elapsed_s']:.2f} s)")
+    from harness.console import summary_lines
 
-
-class Progress:
-    """A progress bar on stderr, shown once a run has taken more than two seconds (TTY only)."""
-
-    def __init__(self, label: str, enabled: bool):
-        import time
-
-        self.label, self.enabled, self.started, self.shown = label, enabled, time.monotonic(), False
-
-    def __call__(self, done: int, total: int) -> None:
-        import time
-
-        elapsed = time.monotonic() - self.started
-        if not self.enabled or elapsed < 2.0:
-            return
-        self.shown = True
-        frac = done / total if total else 1.0
-        bar = "#" * int(frac * 30)
-        rate = done / elapsed if elapsed else 0
-        click.echo(f"\r{self.label} [{bar:<30}] {frac:6.1%} {done:,}/{total:,} bars {rate:,.0f} bars/s",
-                   err=True, nl=False)
-
-    def close(self) -> None:
-        if self.shown:
-            click.echo("", err=True)
+    click.echo("\n".join(summary_lines(summary)))
 
 
 @cli.command()
@@ -367,7 +323,9 @@ def replay(ws: Workspace, days, end, symbols, timeframe, strategy, params, cash,
 
     config = run_config(ws, symbols, timeframe, strategy, params, cash, profile, overrides)
     end_ms = None if end is None else parse_time(end)
-    progress = Progress("replay", sys.stderr.isatty())
+    from harness.console import Progress
+
+    progress = Progress("replay")
     if speed is not None:
         from harness.paced import paced_replay
 
@@ -442,27 +400,19 @@ def runs(ctx: click.Context, limit, as_json) -> None:
     """List runs with their status and verdict (newest first); `runs show RUN_ID` for one."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = ctx.obj.journal().list_runs(limit)
+    from harness.console import run_brief, table
+
+    rows = [run_brief(r) for r in ctx.obj.journal().list_runs(limit)]
     if as_json:
-        emit_json([_run_brief(r) for r in rows])
+        emit_json(rows)
         return
     if not rows:
         click.echo(f"no runs in {ctx.obj.reports}/ yet — try: python cli.py replay --days 7")
         return
-    click.echo(f"{'run_id':<44} {'mode':<12} {'strategy':<16} {'symbols':<18} {'status':<10} "
-               f"{'return %':>9} {'verdict':<7}")
-    for r in rows:
-        b = _run_brief(r)
-        ret = "" if b["return_pct"] is None else f"{b['return_pct']:+.2f}"
-        click.echo(f"{b['run_id']:<44} {b['mode']:<12} {b['strategy']:<16} {b['symbols']:<18} {b['status']:<10} "
-                   f"{ret:>9} {b['verdict'] or '':<7}")
-
-
-def _run_brief(r: dict) -> dict:
-    return {"run_id": r["run_id"], "mode": r["mode"], "strategy": r["strategy"], "symbols": r["symbols"],
-            "timeframe": r["timeframe"], "start": str(r["start"]), "end": str(r["end"]), "status": r["status"],
-            "final_equity": r["final_equity"], "return_pct": r["return_pct"], "verdict": r["verdict"],
-            "synthetic": r["synthetic"], "started_at": str(r["started_at"])}
+    columns = ["run_id", "mode", "strategy", "symbols", "status", "return %", "verdict"]
+    click.echo(table(columns, [[r["run_id"], r["mode"], r["strategy"], r["symbols"], r["status"],
+                                None if r["return_pct"] is None else f"{r['return_pct']:+.2f}", r["verdict"]]
+                               for r in rows], right={"return %"}))
 
 
 @runs.command("show")
@@ -496,20 +446,11 @@ def sql(ws: Workspace, query, as_json, limit) -> None:
     if as_json:
         emit_json([dict(zip(columns, row, strict=True)) for row in rows])
         return
-    widths = [max(len(str(c)), *(len(_cell(r[i])) for r in rows[:limit])) if rows else len(str(c))
-              for i, c in enumerate(columns)]
-    click.echo("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in rows[:limit]:
-        click.echo("  ".join(_cell(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+    from harness.console import table
+
+    click.echo(table([str(c) for c in columns], rows[:limit]))
     if len(rows) > limit:
         click.echo(f"... {len(rows) - limit:,} more rows (use --limit or --json)")
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.10g}"
-    return "" if value is None else str(value)
-
 
 
 # ---------------------------------------------------------------------------------------------
