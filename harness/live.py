@@ -148,6 +148,7 @@ class MarketData:
         self.next_due = 0.0                       # monotonic time of the next poll
         self.finished = False
         self.runs = 0
+        self.delivered = 0                        # live bars delivered (warm-up not counted)
         self.latest: dict[str, tuple[int, float]] = {}  # symbol → (data time of last close, close)
 
     def warm_up(self, bars: int) -> None:
@@ -250,6 +251,7 @@ class MarketData:
                 self.latest[feed.symbol] = (data_ts + self.tf, float(bars.close[i]))
                 s.visible_at[data_ts + self.tf] = time.perf_counter()
                 delivered += 1
+                self.delivered += 1
         for bars in fresh.values():
             s.tap(bars)
         if stop_at is not None and all(v - s.options.time_offset + self.tf >= stop_at for v in self.last_open.values()):
@@ -536,13 +538,15 @@ class LiveSession:
                   "return_pct": ret, "cash": plan.config.run.cash if plan else start_equity, "bars": self.bars_seen()}
         self.journal.finish_run(self.run_id, tables, fields)
         info = getattr(self, "run_info", None) or {}
-        info.update(status=status, finished_at=ms_to_iso(finished), end=ms_to_iso(ts), cash=fields["cash"])
+        info.update(status=status, finished_at=ms_to_iso(finished), end=ms_to_iso(ts), cash=fields["cash"],
+                    bars=fields["bars"])
         self.journal.write_run_json(self.run_id, info)
         self.final = {"status": status, "final_equity": final_equity, "return_pct": ret, "tables": tables}
         return status
 
     def bars_seen(self) -> int:
-        return sum(len(f) for f in self.feeds)
+        """Bars the run traded on (warm-up history not counted)."""
+        return self.market.delivered
 
     def _summary(self, status: str) -> dict[str, Any]:
         tables = self.final["tables"]
