@@ -108,7 +108,7 @@ def _live_paper(root: Path, store: Store, tap: bool, bars: int = 150, speed: flo
     try:
         options = LiveOptions(url=exchange.url, duration_ms=bars * MINUTE_MS, warmup_bars=10, tap=tap,
                               api_key="bench-key", api_secret="bench-secret", install_signals=False,
-                              hooks={"report": False})
+                              hooks={"report": False, "log_file": str(root / f"live-{tap}.log")})
         return run_live(_config(), store, Journal(root / f"reports-live-{tap}"), options).summary
     finally:
         exchange.stop()
