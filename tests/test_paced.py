@@ -16,7 +16,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,10 +32,7 @@ from tests.helpers.market import random_walk
 SPEED = 1000
 ZERO_SLIPPAGE = ("--set", "slippage.bps=0", "--set", "fills.max_bar_volume_pct=0")
 STRATEGY = ("--strategy", "sma_cross", "--param", "fast=5", "--param", "slow=20")
-# 144 bars whose first SMA 5/20 cross comes ~60 bars in (real data): bars the paced run may miss
-# at its start cannot change its trades (see the xfail below).
-REAL_WINDOW = ("--end", "2025-06-02T10:54:00Z", "--days", "0.1")
-QUIET_BARS = 40
+REAL_WINDOW = ("--end", "2025-06-02T10:54:00Z", "--days", "0.1")      # 144 bars of real BTCUSDT
 
 
 @dataclass
@@ -62,17 +58,9 @@ def _write_data(root: Path) -> tuple[str, tuple[str, ...]]:
         return "real BTCUSDT", REAL_WINDOW
     start = parse_time("2025-06-01")
     walk = random_walk("BTC/USDT", 2 * 1440, seed=5, start=start, price=60_000.0, volume=500.0)
-    flat = np.arange(len(walk)) % 240 < 70            # every 4 h: 70 quiet bars at one price, then a walk
-    close = walk.close.copy()
-    for i in np.flatnonzero(flat):
-        close[i] = close[i - 1] if i else close[0]
-    high = np.where(flat, close, np.maximum(walk.high, close))
-    low = np.where(flat, close, np.minimum(walk.low, close))
-    open_ = np.r_[close[0], close[:-1]]
-    high, low = np.maximum(high, open_), np.minimum(low, open_)
-    store.write("binance", Bars("BTC/USDT", "1m", walk.ts, open_, high, low, close, walk.volume))
+    store.write("binance", walk)
     store.save_rules("binance", rules, start, "test")
-    return "synthetic", ("--end", "2025-06-02T12:00:00Z", "--days", "0.1")
+    return "synthetic", ("--end", "2025-06-02T12:00:00Z", "--days", "0.25")
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +98,7 @@ def test_paced_replay_runs_the_window_through_the_live_path(pair):
     assert set(fills["fee_asset"]) == {"USDT"}, "paced replay pays fees in the quote asset, like the paper broker"
 
 
-def test_the_window_starts_quietly(pair):
-    """The premise of the comparison: no order in the first bars of the window."""
-    first_order = _ms(pair.plain_record.orders["ts"].iloc[0])
-    start = _ms(pair.plain_record.run["start"])
-    assert (first_order - start) // MINUTE_MS >= QUIET_BARS
+def test_the_window_has_enough_trades_to_compare(pair):
     assert len(pair.plain_record.fills) >= 8, f"too few trades to compare ({pair.source})"
 
 
