@@ -237,15 +237,6 @@ def daily_returns(days_ms: np.ndarray, returns_pct: np.ndarray) -> str:
     ax.set_xlim(-0.6, len(r) - 0.4)
     ax.grid(axis="x", visible=False)
     return _svg(fig, "daily-returns")
-    colors = np.where(r >= 0, GREEN, RED)
-    centres = _dates(np.asarray(days_ms, dtype=np.int64) + 43_200_000)
-    width_pt = 72 * (WIDTH_IN / 2 - 1.05) * 0.75 / len(r)        # bars fill ~3/4 of their day
-    ax.vlines(centres, 0, r, colors=colors, linewidth=max(0.8, min(width_pt, 14.0)))   # one artist for all days
-    ax.axhline(0, color=GREY, linewidth=0.8)
-    first, last = int(np.min(days_ms)), int(np.max(days_ms))
-    ax.set_xlim(_dates(np.array([first - 43_200_000, last + 129_600_000])))    # half a day either side
-    _time_axis(ax)
-    return _svg(fig, "daily-returns")
 
 
 @_styled

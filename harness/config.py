@@ -427,24 +427,14 @@ def _validate(config: Config) -> None:
     pct = config.fills.max_bar_volume_pct
     if not 0 <= pct <= 100:
         raise ConfigError(f"fills.max_bar_volume_pct must be between 0 and 100 (0 turns the cap off), not {pct}")
-    _validate_risk(config.risk)
+    from harness.risk import RiskLimits
+
+    RiskLimits.from_config(config.risk)          # the guard's own checks name the key
     _positive("live.refresh_seconds", config.live.refresh_seconds)
     if config.live.execution_seconds is not None:
         _positive("live.execution_seconds", config.live.execution_seconds)
     if not 0 <= config.alerts.min_confidence <= 1:
         raise ConfigError(f"alerts.min_confidence must be between 0 and 1, not {config.alerts.min_confidence}")
-
-
-def _validate_risk(risk: RiskSection) -> None:
-    for f in dataclasses.fields(risk):
-        value = getattr(risk, f.name)
-        if value is None:
-            continue
-        _positive(f"risk.{f.name}", value)
-        if f.name == "max_gross_exposure" and value > 1:
-            raise ConfigError(f"risk.max_gross_exposure is a fraction of equity in (0, 1], not {value}")
-        if f.name.endswith("_pct") and value > 100:
-            raise ConfigError(f"risk.{f.name} is a percentage in (0, 100], not {value}")
 
 
 def _positive(where: str, value: float) -> None:

@@ -205,7 +205,7 @@ def equity_table(plan: ReplayPlan, changes: list[tuple[int, float, dict[str, flo
 
     columns = [pa.array(axis, pa.int64()).cast(TS), pa.array(cash_arr), pa.array(value), pa.array(equity),
                pa.array(exposure), pa.array(drawdown)]
-    return pa.Table.from_arrays(columns, schema=SCHEMAS["equity"]), equity, drawdown
+    return pa.Table.from_arrays(columns, schema=SCHEMAS["equity"])
 
 
 def _ffill(values: np.ndarray) -> np.ndarray:
@@ -214,9 +214,7 @@ def _ffill(values: np.ndarray) -> np.ndarray:
         return values
     idx = np.where(~mask, np.arange(len(values)), 0)
     np.maximum.accumulate(idx, out=idx)
-    out = values[idx]
-    out[: np.argmax(~mask)] = np.nan if mask.all() else out[: np.argmax(~mask)]
-    return out
+    return values[idx]            # leading NaNs stay NaN: their index points at the first (NaN) value
 
 
 def run_info(plan: ReplayPlan, run_id: str, mode: str, started_at: int) -> tuple[dict, dict]:
@@ -271,9 +269,9 @@ def run_replay(plan: ReplayPlan, journal: Journal, progress: Callable[[int, int]
     elapsed = time.perf_counter() - clock
     tables = recorder.tables()
     tables["trades"] = trades_table(recorder.fills, {s: r.lot_step for s, r in plan.rules.items()})
-    tables["equity"], equity, drawdown = equity_table(plan, broker.changes, config.run.cash)
+    tables["equity"] = equity_table(plan, broker.changes, config.run.cash)
     status = "halted" if broker.halted else "completed"
-    summary = summarize(plan, run_id, mode, recorder, tables, equity, drawdown, status, elapsed)
+    summary = summarize(plan, run_id, mode, tables, status, elapsed)
     finished = now_ms()
     journal.finish_run(run_id, tables, {"status": status, "finished_at": finished,
                                         "final_equity": summary["final_equity"], "return_pct": summary["return_pct"],
@@ -304,28 +302,13 @@ def finalize(journal: Journal, result: RunResult, report: bool, gates_path: str 
     journal.update_run(result.run_id, summary=result.summary, verdict=verdict.status)
 
 
-def summarize(plan: ReplayPlan, run_id: str, mode: str, recorder: Recorder, tables: dict, equity: np.ndarray,
-              drawdown: np.ndarray, status: str, elapsed: float) -> dict[str, Any]:
-    cash = plan.config.run.cash
-    final = float(equity[-1]) if len(equity) else cash
-    denials: dict[str, int] = {}
-    for e in recorder.events:
-        if e.kind == "risk_denied":
-            denials[e.data.get("limit", "?")] = denials.get(e.data.get("limit", "?"), 0) + 1
-    trades = tables["trades"]
-    closed = sum(1 for v in trades.column("closed_at").to_pylist() if v is not None)
+def summarize(plan: ReplayPlan, run_id: str, mode: str, tables: dict, status: str,
+              elapsed: float) -> dict[str, Any]:
     return {
         "run_id": run_id, "mode": mode, "status": status, "strategy": plan.strategy, "params": plan.params,
         "symbols": list(plan.symbols), "timeframe": plan.timeframe, "exchange": plan.exchange,
         "synthetic": plan.synthetic, "start": ms_to_iso(plan.start), "end": ms_to_iso(plan.end),
-        "bars": plan.bar_count, "orders": tables["orders"].num_rows, "fills": tables["fills"].num_rows,
-        "trades": closed, "open_trades": trades.num_rows - closed,
-        "risk_denials": sum(denials.values()), "risk_denials_by_limit": dict(sorted(denials.items())),
-        "kill_switch": recorder.count("kill_switch") > 0,
-        "final_equity": round(final, 8), "return_pct": round((final / cash - 1) * 100, 6),
-        "max_drawdown_pct": round(float(drawdown.max()) if len(drawdown) else 0.0, 6),
-        "sharpe": _sharpe(equity, timeframe_ms(plan.timeframe)),
-        "fees": round(sum(f.fee for f in recorder.fills), 8),
+        "bars": plan.bar_count, **tables_summary(tables, plan.config.run.cash, plan.timeframe),
         "data_fingerprint": plan.data_fingerprint, "config_digest": plan.config.digest(),
         "profile": plan.config.profile, "verdict": None, "report": None,
         "elapsed_s": round(elapsed, 3), "bars_per_s": round(plan.bar_count / elapsed) if elapsed > 0 else None,
@@ -333,21 +316,43 @@ def summarize(plan: ReplayPlan, run_id: str, mode: str, recorder: Recorder, tabl
     }
 
 
-def _sharpe(equity: np.ndarray, step_ms: int) -> float | None:
-    try:
-        from harness.metrics import sharpe_ratio
-    except ImportError:
-        sharpe_ratio = None
-    if len(equity) < 3:
-        return None
-    if sharpe_ratio is not None:
-        value = sharpe_ratio(equity, step_ms)
-        return None if value is None else round(float(value), 6)
-    returns = np.diff(equity) / equity[:-1]
-    sd = returns.std(ddof=1)
-    if not sd > 0:
-        return None
-    return round(float(returns.mean() / sd * np.sqrt(365 * DAY_MS / step_ms)), 6)
+def tables_summary(tables: dict, start_equity: float | None, timeframe: str) -> dict[str, Any]:
+    """The figures every run summary shows, from its journal tables (replay, paced and live alike)."""
+    import json
+
+    from harness.metrics import sharpe_ratio
+
+    equity = tables["equity"].column("equity").to_numpy()
+    drawdown = tables["equity"].column("drawdown_pct").to_numpy()
+    start = start_equity if start_equity is not None else (float(equity[0]) if len(equity) else None)
+    final = float(equity[-1]) if len(equity) else start
+    closed = sum(1 for v in tables["trades"].column("closed_at").to_pylist() if v is not None)
+    denials: dict[str, int] = {}
+    kinds = tables["events"].column("kind").to_pylist()
+    for kind, data in zip(kinds, tables["events"].column("data").to_pylist(), strict=True):
+        if kind == "risk_denied":
+            limit = json.loads(data or "{}").get("limit", "?")
+            denials[limit] = denials.get(limit, 0) + 1
+    sharpe = sharpe_ratio(equity, timeframe_ms(timeframe)) if len(equity) >= 3 else None
+    return {
+        "orders": tables["orders"].num_rows, "fills": tables["fills"].num_rows, "trades": closed,
+        "open_trades": tables["trades"].num_rows - closed, "risk_denials": sum(denials.values()),
+        "risk_denials_by_limit": dict(sorted(denials.items())), "kill_switch": "kill_switch" in kinds,
+        "final_equity": None if final is None else round(final, 8),
+        "return_pct": round((final / start - 1) * 100, 6) if final and start else None,
+        "max_drawdown_pct": round(float(drawdown.max()), 6) if len(drawdown) else 0.0,
+        "sharpe": None if sharpe is None else round(float(sharpe), 6),
+        "fees": quote_fees(tables["fills"]),
+    }
+
+
+def quote_fees(fills) -> float:
+    """Fees of a fills table in the quote asset (a fee in the base asset valued at its fill price)."""
+    total = 0.0
+    for symbol, fee, asset, price in zip(*(fills.column(c).to_pylist() for c in ("symbol", "fee", "fee_asset", "price")),
+                                         strict=True):
+        total += fee * price if asset == symbol.split("/")[0] else fee
+    return round(total, 8)
 
 
 def _quote(symbols: tuple[str, ...]) -> str:

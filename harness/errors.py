@@ -17,8 +17,7 @@ one line and exits with code 2. Everything else is a bug or an outage and exits 
     │   ├── AuthenticationFailed      bad key or signature (also a UserError)
     │   ├── OrderRejected             the exchange refused an order (filters, funds)
     │   └── OrderNotFound             unknown order id
-    ├── JournalError                  the journal could not be read or written
-    └── RiskHalt                      the kill switch fired; the run stops trading
+    └── JournalError                  the journal could not be read or written
 """
 
 from __future__ import annotations
@@ -81,6 +80,3 @@ class OrderNotFound(ExchangeError):
 class JournalError(HarnessError):
     """The journal could not be read or written."""
 
-
-class RiskHalt(HarnessError):
-    """The kill switch fired: open orders cancelled, positions flattened, trading halted."""

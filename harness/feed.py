@@ -90,10 +90,6 @@ class ReplayFeed(bt.feed.DataBase):
             line._idx += size
             line.lencount += size
 
-    def bar_open_ms(self) -> int:
-        """Open time of the current bar."""
-        return num_to_ms(self._dtnum[self.lines.datetime._idx]) - self.tf_ms
-
 
 def _forward(self, value=float("nan"), size=1):
     """``LineBuffer.forward`` with one ``extend`` instead of ``size`` appends (same result)."""
@@ -184,7 +180,6 @@ class LiveFeed(bt.feed.DataBase):
         self._poll_s = poll_s
         self._done = False
         self.warming = False
-        self.last_open_ms: int | None = None
 
     def islive(self) -> bool:
         return True
@@ -216,8 +211,4 @@ class LiveFeed(bt.feed.DataBase):
         lines.open[0], lines.high[0], lines.low[0], lines.close[0], lines.volume[0] = o, h, low, c, v
         lines.openinterest[0] = 0.0
         self.warming = warmup
-        self.last_open_ms = ts
         return True
-
-    def bar_open_ms(self) -> int:
-        return num_to_ms(self.lines.datetime[0]) - self.tf_ms

@@ -55,10 +55,6 @@ class FillPlan:
     liquidity: Liquidity
 
 
-def _decimals(step: float) -> int:
-    return max(0, -Decimal(repr(step)).normalize().as_tuple().exponent)
-
-
 def round_step(value: float, step: float, mode: str = "down") -> float:
     """``value`` on the grid of ``step`` (``down``, ``up`` or ``nearest``), free of float dust."""
     if step <= 0:
@@ -188,7 +184,3 @@ def affordable_qty(cash: float, price: float, cfg: FillConfig, rules: MarketRule
         qty = round_step(qty - rules.lot_step, rules.lot_step, "down")
     return max(qty, 0.0)
 
-
-def decimals(step: float) -> int:
-    """Number of decimals of a lot step or tick (0.00001 → 5)."""
-    return _decimals(step)

@@ -7,7 +7,8 @@ Two stores, one truth:
   it again, so another process (a second replay, ``runs`` during a live run) gets in between;
   both sides retry while DuckDB's file lock is held by someone else.
 - ``reports/<run_id>/`` holds ``run.json`` and one Parquet file per table, written atomically
-  when a run ends (and periodically during a live run). The Parquet files leave out
+  when a run ends; a live run also keeps its write-ahead log there (``journal.wal``, see
+  :class:`harness.recorder.DurableRecorder`). The Parquet files leave out
   ``run_id`` (the folder names the run) and every wall-clock field, so the same replay gives
   byte-identical files.
 """
@@ -305,22 +306,6 @@ class Journal:
             except Exception:
                 con.execute("ROLLBACK")
                 raise
-
-    def export_parquet(self, run_id: str) -> None:
-        """Rewrite the run folder's Parquet files from the catalog (live runs, periodically)."""
-        tables = self.read_tables(run_id)
-        folder = self.run_dir(run_id)
-        for name, table in tables.items():
-            atomic.write_parquet(folder / f"{name}.parquet", table)
-
-    def discard_run(self, run_id: str) -> None:
-        """Remove every trace of a run that failed before producing evidence."""
-        import shutil
-
-        with self.connect() as con:
-            for name in (*TABLES, "runs"):
-                con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     # -- read side --------------------------------------------------------------------------
 

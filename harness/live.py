@@ -528,20 +528,21 @@ class LiveSession:
         self.recorder.close()
         finished = now_ms()
         tables = self.journal.read_tables(self.run_id)
-        final_equity = self.recorder.equity_rows[-1]["equity"] if self.recorder.equity_rows else None
-        start_equity = self.recorder.equity_rows[0]["equity"] if self.recorder.equity_rows else None
-        ret = (final_equity / start_equity - 1) * 100 if final_equity and start_equity else None
+        from harness.engine import tables_summary
+
         plan = getattr(self, "plan", None)
-        if plan is not None:
-            ts = plan.end
-        fields = {"status": status, "finished_at": finished, "end": ts, "final_equity": final_equity,
-                  "return_pct": ret, "cash": plan.config.run.cash if plan else start_equity, "bars": self.bars_seen()}
+        start_equity = plan.config.run.cash if plan else (
+            self.recorder.equity_rows[0]["equity"] if self.recorder.equity_rows else None)
+        figures = tables_summary(tables, start_equity, self.timeframe)
+        fields = {"status": status, "finished_at": finished, "end": plan.end if plan else ts,
+                  "final_equity": figures["final_equity"], "return_pct": figures["return_pct"],
+                  "cash": start_equity, "bars": self.bars_seen()}
         self.journal.finish_run(self.run_id, tables, fields)
         info = getattr(self, "run_info", None) or {}
-        info.update(status=status, finished_at=ms_to_iso(finished), end=ms_to_iso(ts), cash=fields["cash"],
+        info.update(status=status, finished_at=ms_to_iso(finished), end=ms_to_iso(fields["end"]), cash=start_equity,
                     bars=fields["bars"])
         self.journal.write_run_json(self.run_id, info)
-        self.final = {"status": status, "final_equity": final_equity, "return_pct": ret, "tables": tables}
+        self.final = {"status": status, "tables": tables, "figures": figures}
         return status
 
     def bars_seen(self) -> int:
@@ -549,20 +550,6 @@ class LiveSession:
         return self.market.delivered
 
     def _summary(self, status: str) -> dict[str, Any]:
-        tables = self.final["tables"]
-        equity = tables["equity"].column("equity").to_numpy() if tables["equity"].num_rows else []
-        drawdown = tables["equity"].column("drawdown_pct").to_numpy() if tables["equity"].num_rows else []
-        closed = sum(1 for v in tables["trades"].column("closed_at").to_pylist() if v is not None)
-        denials: dict[str, int] = {}
-        for kind, data in zip(tables["events"].column("kind").to_pylist(), tables["events"].column("data").to_pylist(),
-                              strict=True):
-            if kind == "risk_denied":
-                import json
-
-                limit = json.loads(data or "{}").get("limit", "?")
-                denials[limit] = denials.get(limit, 0) + 1
-        from harness.engine import _sharpe
-
         row = self.journal.run_row(self.run_id)
         lat = sorted(self.broker.bar_latencies_ms)
         return {
@@ -570,13 +557,8 @@ class LiveSession:
             "params": self.params, "symbols": list(self.symbols), "timeframe": self.timeframe,
             "exchange": row.get("exchange"), "synthetic": bool(row.get("synthetic")),
             "start": _iso(row.get("start")), "end": _iso(row.get("end")), "bars": self.bars_seen(),
-            "orders": tables["orders"].num_rows, "fills": tables["fills"].num_rows, "trades": closed,
-            "open_trades": tables["trades"].num_rows - closed, "risk_denials": sum(denials.values()),
-            "risk_denials_by_limit": dict(sorted(denials.items())), "kill_switch": self.broker.halted,
-            "final_equity": self.final["final_equity"], "return_pct": self.final["return_pct"],
-            "max_drawdown_pct": float(max(drawdown)) if len(drawdown) else 0.0,
-            "sharpe": _sharpe(equity, timeframe_ms(self.timeframe)) if len(equity) else None,
-            "fees": quote_fees(tables["fills"]),
+            **self.final["figures"],
+            "kill_switch": self.broker.halted,
             "profile": self.config.profile, "verdict": None, "report": None,
             "latency_ms": {"p50": lat[len(lat) // 2] if lat else None,
                            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None, "n": len(lat)},
@@ -585,15 +567,6 @@ class LiveSession:
 
 def _iso(value) -> str | None:
     return None if value is None else ms_to_iso(int(value.timestamp() * 1000))
-
-
-def quote_fees(fills) -> float:
-    """Fees of a fills table in the quote asset (a fee in the base asset valued at its fill price)."""
-    total = 0.0
-    for symbol, fee, asset, price in zip(*(fills.column(c).to_pylist() for c in ("symbol", "fee", "fee_asset", "price")),
-                                         strict=True):
-        total += fee * price if asset == symbol.split("/")[0] else fee
-    return round(total, 8)
 
 
 def run_live(config: Config, store: Store, journal: Journal, options: LiveOptions):

@@ -39,10 +39,6 @@ class LogContext:
     mode: str | None = None
 
 
-def iso_now() -> str:
-    """Wall-clock now as ``2026-11-26T19:25:00.123Z``."""
-    return iso_from_epoch(datetime.now(tz=UTC).timestamp())
-
 
 def iso_from_epoch(seconds: float | None) -> str | None:
     """``2026-11-26T19:25:00.123Z`` for epoch seconds (None stays None)."""

@@ -191,10 +191,6 @@ class ReplayedMarket:
         last = self.last_closed(symbol, now)
         return None if last is None else last.close
 
-    def first_last(self, symbol: str) -> tuple[int, int]:
-        ts = self.bars[symbol].ts
-        return int(ts[0]), int(ts[-1])
-
     # -- klines ---------------------------------------------------------------------------------
 
     def klines(self, symbol: str, interval: str, start: int | None, end: int | None, limit: int,

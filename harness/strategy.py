@@ -59,7 +59,6 @@ class HarnessStrategy(bt.Strategy):
     def __init__(self):
         super().__init__()
         self.pending: dict[Any, bt.Order | None] = {d: None for d in self.datas}
-        self._ts_cache = 0
 
     def start(self) -> None:
         for data in self.datas:

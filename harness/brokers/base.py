@@ -98,20 +98,14 @@ class HarnessBroker(bt.BrokerBase):
     def buy(self, owner, data, size, price=None, plimit=None, exectype=None, valid=None, tradeid=0,
             oco=None, trailamount=None, trailpercent=None, parent=None, transmit=True, histnotify=False,
             _checksubmit=True, **kwargs):
-        order = bt.BuyOrder(owner=owner, data=data, size=size, price=price, pricelimit=plimit,
-                            exectype=exectype, valid=valid, tradeid=tradeid, trailamount=trailamount,
-                            trailpercent=trailpercent, parent=parent, transmit=transmit, histnotify=histnotify)
-        order.addinfo(**kwargs)
-        return self.submit(order)
+        return self.submit(_bt_order(bt.BuyOrder, owner, data, size, price, plimit, exectype, valid, tradeid,
+                                     trailamount, trailpercent, parent, transmit, histnotify, kwargs))
 
     def sell(self, owner, data, size, price=None, plimit=None, exectype=None, valid=None, tradeid=0,
              oco=None, trailamount=None, trailpercent=None, parent=None, transmit=True, histnotify=False,
              _checksubmit=True, **kwargs):
-        order = bt.SellOrder(owner=owner, data=data, size=size, price=price, pricelimit=plimit,
-                             exectype=exectype, valid=valid, tradeid=tradeid, trailamount=trailamount,
-                             trailpercent=trailpercent, parent=parent, transmit=transmit, histnotify=histnotify)
-        order.addinfo(**kwargs)
-        return self.submit(order)
+        return self.submit(_bt_order(bt.SellOrder, owner, data, size, price, plimit, exectype, valid, tradeid,
+                                     trailamount, trailpercent, parent, transmit, histnotify, kwargs))
 
     def submit(self, order: bt.Order, origin: str = "strategy") -> bt.Order:
         """The single entry point for orders: guard, then the concrete broker's route."""
@@ -276,3 +270,13 @@ class HarnessBroker(bt.BrokerBase):
         if self.strategy is None:
             raise RuntimeError("kill switch before the strategy started")
         return self.strategy
+
+
+def _bt_order(cls, owner, data, size, price, plimit, exectype, valid, tradeid, trailamount, trailpercent,
+              parent, transmit, histnotify, info: dict) -> bt.Order:
+    """A backtrader order as ``Strategy.buy``/``sell`` would make it (not yet submitted)."""
+    order = cls(owner=owner, data=data, size=size, price=price, pricelimit=plimit, exectype=exectype, valid=valid,
+                tradeid=tradeid, trailamount=trailamount, trailpercent=trailpercent, parent=parent,
+                transmit=transmit, histnotify=histnotify)
+    order.addinfo(**info)
+    return order

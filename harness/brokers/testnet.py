@@ -50,8 +50,6 @@ class TestnetBroker(HarnessBroker):
         self._last_sync = 0.0
         self._bar_lens: list[int] = []
         self.peak_equity = 0.0
-        self.on_bar: Callable[[int], None] | None = None
-        self.order_latencies_ms: list[float] = []
         self.unconfirmed: dict[str, float] = {}      # client id → monotonic deadline for the exchange to know it
         self.confirm_seconds = 60.0
         self.window_end: int | None = None            # paced replay: orders stamped at or after it are not sent
@@ -140,7 +138,6 @@ class TestnetBroker(HarnessBroker):
             self._accept(order, record, ts)
             self.unconfirmed[record.client_order_id] = self._now() + self.confirm_seconds
             return order
-        self.order_latencies_ms.append((time.perf_counter() - started) * 1000)
         record.exchange_order_id = sent.exchange_order_id
         if sent.status in (OrderStatus.REJECTED, OrderStatus.EXPIRED, OrderStatus.CANCELED) and not sent.filled_qty:
             return self._reject(order, record, f"exchange answered {sent.status.value}", ts)
@@ -286,8 +283,6 @@ class TestnetBroker(HarnessBroker):
             self.sync_positions(ts)
         if new_bar and ts and not any(getattr(d, "warming", False) for d in self._datas):
             self._mark(ts)
-            if self.on_bar is not None:
-                self.on_bar(ts)
         self._flush()
 
     def _mark(self, ts: int) -> None:

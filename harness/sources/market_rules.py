@@ -7,8 +7,6 @@ data's rules snapshot, labelled with where it came from.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from harness.bars import Bars
@@ -71,7 +69,3 @@ def decimals_used(values: np.ndarray) -> int:
             return d
     return MAX_DECIMALS
 
-
-def decimals_of_step(step: float) -> int:
-    """Decimal places of a step such as 0.001 (→ 3)."""
-    return max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else MAX_DECIMALS
