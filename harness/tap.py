@@ -25,7 +25,8 @@ def record_bars(store: Store, config, symbols, timeframe: str = "1m", duration_m
                 stop: threading.Event | None = None) -> list[dict]:
     """Record closed bars of ``symbols`` until ``duration_ms`` (exchange time) has passed."""
     from harness.exchange import ExchangeClient
-    from harness.live import ExchangeClock, LiveOptions, check_target
+    from harness.live import LiveOptions, check_target
+    from harness.market_data import ExchangeClock
 
     if url and testnet:
         check_target(LiveOptions(testnet=testnet, url=url))          # refuses both at once
