@@ -150,17 +150,28 @@ def data_import(ws: Workspace, paths, exchange, symbol, timeframe, as_json) -> N
                        f"{r['first']} .. {r['last']} ({r['added']:,} new, {r['unchanged']:,} already stored)")
 
 
+def market_source_options(fn):
+    """Where ``data fetch`` / ``data record`` read bars: mainnet public data, the testnet or a paper exchange."""
+    options = [
+        click.option("--symbols", required=True, help="Comma-separated symbols."),
+        click.option("--timeframe", default="1m", show_default=True),
+        click.option("--testnet", is_flag=True, help="The Binance spot testnet's bars (stored under binance-testnet)."),
+        click.option("--exchange-url", default=None,
+                     help="A loopback paper exchange's bars, e.g. http://127.0.0.1:8765 (stored under binance-paper)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @data.command("fetch")
-@click.option("--symbols", required=True, help="Comma-separated symbols.")
+@market_source_options
 @click.option("--days", type=click.IntRange(min=1), required=True)
-@click.option("--timeframe", default="1m", show_default=True)
 @click.option("--exchange", default="binance", show_default=True)
 @click.option("--end", default=None, help="End of the window (ISO-8601, default: now).")
-@click.option("--testnet", is_flag=True, help="Fetch the spot testnet's bars (stored under binance-testnet).")
-@click.option("--exchange-url", default=None, help="Fetch from a loopback paper exchange instead.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
-def data_fetch(ws: Workspace, symbols, days, timeframe, exchange, end, testnet, exchange_url, as_json) -> None:
+def data_fetch(ws: Workspace, symbols, timeframe, testnet, exchange_url, as_json, days, exchange, end) -> None:
     """Fetch history through ccxt (resumes from the last stored bar; stores market rules).
 
     By default Binance's public mainnet market data, read-only and without keys."""
@@ -179,14 +190,10 @@ def data_fetch(ws: Workspace, symbols, days, timeframe, exchange, end, testnet, 
 
 
 @data.command("record")
-@click.option("--symbols", required=True, help="Comma-separated symbols.")
-@click.option("--timeframe", default="1m", show_default=True)
+@market_source_options
 @click.option("--duration", default=None, help="Stop after this long (e.g. 2h; default: until Ctrl-C).")
-@click.option("--testnet", is_flag=True, help="Tap the Binance spot testnet (stored under binance-testnet).")
-@click.option("--exchange-url", default=None, help="Tap a loopback paper exchange, e.g. http://127.0.0.1:8765.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document at the end.")
 @click.pass_obj
-def data_record(ws: Workspace, symbols, timeframe, duration, testnet, exchange_url, as_json) -> None:
+def data_record(ws: Workspace, symbols, timeframe, testnet, exchange_url, as_json, duration) -> None:
     """Tap live closed bars into datasets/ without trading (Ctrl-C stops; nothing polled is lost).
 
     By default Binance's public mainnet market data, read-only and without keys."""
