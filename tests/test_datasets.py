@@ -165,7 +165,7 @@ def test_a_failure_while_staging_leaves_no_files_or_folders(store, monkeypatch):
         return real_write(*args, **kwargs)
 
     monkeypatch.setattr(atomic.pq, "write_table", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         store.write("binance", make_bars(3 * 1440, seed=4))
     assert tree(store.root) == before
     assert sorted(p for p in store.root.rglob("*") if p.is_dir()) == dirs_before

@@ -332,6 +332,10 @@ def test_drawdown_kill_switch_flattens_and_halts_in_replay(tmp_path):
     assert run.summary["status"] == "halted" and run.summary["kill_switch"] is True
     guard = [o for o in run.rows("orders") if o["origin"] == "guard"]
     assert len(guard) == 1 and guard[0]["side"] == "sell" and guard[0]["status"] == "filled"
+    assert guard[0]["qty"] == guard[0]["filled_qty"] == 50.0                   # the whole holding
+    fills = run.rows("fills")
+    assert [(f["side"], f["qty"]) for f in fills] == [("buy", 50.0), ("sell", 50.0)]      # flat
+    assert run.table("equity")["positions_value"].iloc[-1] == 0.0
 
 
 def test_engine_failure_outside_the_strategy_is_a_harness_error(tmp_path):

@@ -222,6 +222,7 @@ def test_secrets_never_reach_errors_logs_or_events(paper, caplog, sleeps):
     paper.faults.inject("error", count=1, path="account")
     with pytest.raises(errors.AuthenticationFailed) as info:
         client.fetch_balances()
+    assert len(events) >= 2 and all(e.error for e in events if not e.ok)       # the fault and the refusal
     for text in [str(info.value), repr(client), caplog.text] + [e.error for e in events]:
         assert secret not in text and KEY not in text
     own = [r.getMessage() for r in caplog.records if r.name.startswith("harness")]

@@ -206,4 +206,5 @@ def test_a_late_original_request_does_not_double_the_order(tmp_path, store):
     outcome = run_with_faults(tmp_path, store, [("timeout", {"delay_s": 1.5, "before": True})], duration_min=40,
                               recv_window_ms=5_000)
     cids = [o["clientOrderId"] for o in outcome.orders]
+    assert cids, "no order reached the exchange"
     assert len(cids) == len(set(cids)), f"an order reached the exchange twice: {sorted(cids)}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 import threading
 import time
 import urllib.error
@@ -267,8 +269,32 @@ def test_views_of_a_healthy_run():
     text = metrics_text(state)
     assert "qt_health_ok 1" in text and 'qt_gross_exposure 0.949' in text
     assert f'qt_job_runs_total{{job="{EXECUTION}"}} 10' in text and 'qt_signal_confidence{symbol="BTC/USDT"} 0.6' in text
-    for line in text.splitlines():                  # every sample line: name{labels} value
-        assert line.startswith("#") or float(line.rsplit(" ", 1)[1]) == float(line.rsplit(" ", 1)[1])
+    assert_exposition_format(text)
+
+
+NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+SAMPLE = re.compile(rf"({NAME})(?:\{{{LABEL}(?:,{LABEL})*\}})? (\S+)")
+
+
+def assert_exposition_format(text: str) -> None:
+    """Prometheus text format 0.0.4: ``# HELP`` / ``# TYPE`` lines, then ``name{label="v",...} value``
+    samples of a declared metric with a finite value."""
+    typed, samples = set(), 0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            comment = re.fullmatch(rf"# (HELP|TYPE) ({NAME}) (.+)", line)
+            assert comment, line
+            if comment[1] == "TYPE":
+                assert comment[3] in ("counter", "gauge"), line
+                typed.add(comment[2])
+            continue
+        sample = SAMPLE.fullmatch(line)
+        assert sample, f"not a sample line: {line!r}"
+        assert sample[1] in typed, f"a sample before its # TYPE line: {line!r}"
+        assert math.isfinite(float(sample[2])), line
+        samples += 1
+    assert samples >= 10, text
 
 
 def _ms(ms: int) -> str:

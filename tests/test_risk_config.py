@@ -4,8 +4,6 @@ is complete, documented and lets a fraction-0.95 strategy enter."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -118,12 +116,6 @@ def test_staging_lets_a_fraction_095_entry_through(equity):
     assert RiskGuard(limits).check(second, held).limit == "max_gross_exposure"
 
 
-def _cli_has(command: str) -> bool:
-    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True)
-    return re.search(rf"^\s+{command}\s", out.stdout, re.MULTILINE) is not None
-
-
-@pytest.mark.skipif(not _cli_has("replay"), reason="no `replay` command yet: config loading is tested above")
 @pytest.mark.parametrize("args, key", [
     (("--set", "risk.max_gross_exposure=1.5"), "risk.max_gross_exposure"),
     (("--set", "risk.max_orders_per_minute=-1"), "risk.max_orders_per_minute"),
@@ -135,7 +127,6 @@ def test_cli_replay_refuses_a_malformed_risk_limit(workspace, cli, args, key):
     assert result.stdout == "", result
 
 
-@pytest.mark.skipif(not _cli_has("replay"), reason="no `replay` command yet: config loading is tested above")
 def test_cli_replay_refuses_a_malformed_config_file(workspace, cli):
     (workspace / "bad.toml").write_text("[risk]\nmax_leverage = 3.0\n")
     result = cli("--config", str(workspace / "bad.toml"), "replay", "--days", "1", "--json")

@@ -87,8 +87,13 @@ def test_drawdown_kill_switch_flattens_and_halts(cli, crash, tmp_path):
     assert held == pytest.approx(0.0, abs=1e-9)              # flat
     last = t["equity"][-1]
     assert last["positions_value"] == pytest.approx(0.0, abs=1e-6)
-    after = [o for o in t["orders"] if o["ts"] > kill["ts"] and o["side"] == "buy"]
-    assert all(o["status"] == "rejected" for o in after)     # nothing but reductions after the halt
+    # the strategy tries three buy-backs after the halt (tests/helpers/risk_strategies.py): all refused
+    after = [o for o in t["orders"] if o["ts"] >= kill["ts"] and o["side"] == "buy"]
+    assert len(after) == 3, after
+    assert all(o["status"] == "rejected" and o["reason"].startswith("risk: halted") for o in after), after
+    assert not [f for f in t["fills"] if f["side"] == "buy" and f["ts"] >= kill["ts"]]
+    halted = [json.loads(e["data"]) for e in t["events"] if e["kind"] == "risk_denied"]
+    assert [d["limit"] for d in halted] == ["halted"] * 3 and summary["risk_denials"] == 3
 
 
 def test_order_rate_limit_holds_under_a_burst_every_bar(cli, crash, tmp_path):

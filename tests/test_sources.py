@@ -208,6 +208,7 @@ def test_data_check_finds_the_gap_of_a_halt(workspace, cli):
                   "--end", "2025-01-01", "--json"))
     assert [m["symbol"] for m in made] == ["BTC/USDT", "ETH/USDT"] and made[0]["last"] == "2024-12-31T23:59:00Z"
     reports = ok(cli("data", "check", "--json"), code=1)
+    assert [r["symbol"] for r in reports] == ["BTC/USDT", "ETH/USDT"]
     for report in reports:
         assert report["exchange"] == "synthetic" and not report["ok"]
         assert report["gaps"] == 1 and 120 <= report["missing_bars"] <= 360

@@ -319,6 +319,7 @@ def assert_fills_match_trades(fills, trades: list[dict]) -> None:
     journal_ids = [str(x) for x in fills["exchange_trade_id"]]
     assert len(journal_ids) == len(set(journal_ids)), f"a trade booked twice: {sorted(journal_ids)}"
     exchange_ids = [str(t["id"]) for t in trades]
+    assert exchange_ids, "the exchange holds no trades: nothing to compare"
     assert sorted(journal_ids, key=int) == sorted(exchange_ids, key=int), \
         f"journal trade ids {sorted(journal_ids, key=int)} != exchange {sorted(exchange_ids, key=int)}"
     by_id = {str(t["id"]): t for t in trades}
@@ -339,6 +340,7 @@ def assert_no_order_doubled(orders_journal, exchange_orders: list[dict]) -> None
     """Every client order id reached the exchange at most once, each one is journaled once, and
     the journal knows the exchange's id of every order the exchange holds."""
     cids = [o["clientOrderId"] for o in exchange_orders]
+    assert cids, "the exchange holds no orders: nothing to compare"
     assert len(cids) == len(set(cids)), f"an order was sent twice: {sorted(cids)}"
     journal = current_orders(orders_journal)
     journaled = list(journal["client_order_id"])
@@ -358,7 +360,9 @@ def assert_order_states_match(orders_journal, fills, exchange_orders: list[dict]
     its filled quantity is the sum of its journaled fills."""
     by_cid = {o["clientOrderId"]: o for o in exchange_orders}
     per_order = fills.groupby("order_id")["qty"].sum()
-    for row in current_orders(orders_journal).itertuples(index=False):
+    current = current_orders(orders_journal)
+    assert len(current) and by_cid.keys() & set(current["client_order_id"]), "no journaled order on the exchange"
+    for row in current.itertuples(index=False):
         assert abs(row.filled_qty - per_order.get(row.order_id, 0.0)) < 1e-9, row
         seen = by_cid.get(row.client_order_id)
         if seen is not None:
@@ -370,6 +374,7 @@ def assert_fills_per_order_match(fills, orders_journal, exchange_orders: list[di
     """Σ journaled fills of each order = the exchange's executed quantity of that order."""
     per_order = fills.groupby("order_id")["qty"].sum()
     cid_of = dict(zip(orders_journal["order_id"], orders_journal["client_order_id"], strict=True))
+    assert exchange_orders, "the exchange holds no orders: nothing to compare"
     for order in exchange_orders:
         mine = [oid for oid, cid in cid_of.items() if cid == order["clientOrderId"]]
         assert len(mine) == 1, order

@@ -18,13 +18,27 @@ class KeepBuying(HarnessStrategy):
 
 
 class BuyAndHold(HarnessStrategy):
-    """Buys once with ``fraction`` of equity and holds: rides a crash into the drawdown limit."""
+    """Buys once with ``fraction`` of equity and holds: rides a crash into the drawdown limit.
 
-    params = (("fraction", 0.95),)
+    Once the kill switch has flattened it, it tries ``buybacks`` more market buys, one a bar,
+    straight through ``self.buy`` (``buy_fraction`` would not send them): the guard must refuse each."""
+
+    params = (("fraction", 0.95), ("buybacks", 3))
+
+    def __init__(self):
+        super().__init__()
+        self.buybacks = 0
 
     def next(self):
-        if not self.holding(self.data) and self.pending[self.data] is None and not self.broker.halted:
+        if self.holding(self.data) or self.pending[self.data] is not None:
+            return
+        if not self.broker.halted:
             self.buy_fraction(self.data, self.p.fraction)
+        elif self.buybacks < self.p.buybacks:
+            qty = self.entry_qty(self.data, self.p.fraction)
+            if qty > 0:
+                self.buybacks += 1
+                self.pending[self.data] = self.buy(data=self.data, size=qty)
 
 
 class Burst(HarnessStrategy):
