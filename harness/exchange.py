@@ -287,6 +287,7 @@ class ExchangeClient:
 
     def fetch_balances(self) -> dict[str, tuple[float, float]]:
         """``{asset: (free, locked)}`` for every asset the account holds."""
+        self._private("read the account")
         balance = self._call("fetch_balance")
         out = {}
         for item in (balance.get("info") or {}).get("balances", []):
@@ -302,8 +303,7 @@ class ExchangeClient:
         unknown (timeout, 5xx, dropped connection) the order is looked up by its client id and
         resent only if the exchange does not have it, so a retry never doubles an order.
         """
-        if self.mode == "public":
-            raise errors.SafetyError("the mainnet market-data client cannot trade: use --testnet or --exchange-url")
+        self._private("trade")
         symbol = normalize_symbol(symbol)
         side, type = Side(side), OrderType(type)
         cid = client_order_id or f"qt-{uuid.uuid4().hex[:24]}"
@@ -354,6 +354,7 @@ class ExchangeClient:
 
     def fetch_order(self, symbol: str, order_id: str | None = None, client_order_id: str | None = None) -> Order:
         """An order by the exchange's id or by its client order id."""
+        self._private("read the account")
         symbol = normalize_symbol(symbol)
         params = {} if client_order_id is None else {"origClientOrderId": client_order_id}
         if order_id is None and client_order_id is None:
@@ -363,6 +364,7 @@ class ExchangeClient:
 
     def cancel_order(self, symbol: str, order_id: str | None = None, client_order_id: str | None = None) -> Order:
         """Cancel an open order (by exchange id or client id); returns it with status canceled."""
+        self._private("read the account")
         symbol = normalize_symbol(symbol)
         params = {} if client_order_id is None else {"origClientOrderId": client_order_id}
         if order_id is None and client_order_id is None:
@@ -372,6 +374,7 @@ class ExchangeClient:
 
     def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
         """Open orders of one symbol, or of all symbols."""
+        self._private("read the account")
         symbol = None if symbol is None else normalize_symbol(symbol)
         self._markets()
         return [_order_from_ccxt(o, symbol) for o in self._call("fetch_open_orders", symbol)]
@@ -381,6 +384,7 @@ class ExchangeClient:
         """Own trades of ``symbol`` as fills: from trade id ``from_id`` (paging that never skips a
         trade, however far apart), else from ``since`` (ms), else the most recent. ``fill_id``
         is the exchange's trade id and ``order_id`` the exchange's order id."""
+        self._private("read the account")
         symbol = normalize_symbol(symbol)
         self._markets()
         params = {} if from_id is None else {"fromId": int(from_id)}
@@ -388,6 +392,10 @@ class ExchangeClient:
                                                         limit, params)]
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _private(self, what: str) -> None:
+        if self.mode == "public":
+            raise errors.SafetyError(f"the mainnet market-data client cannot {what}: use --testnet or --exchange-url")
 
     def _markets(self, reload: bool = False) -> dict:
         if reload or not self._markets_loaded:
